@@ -1,0 +1,364 @@
+"""The agent runtime: connect to the broker, take tasks, run handlers, report back.
+
+An agent is a separate process holding one DEALER socket to the broker's back end.
+The socket lives on the runtime's I/O loop only (ZeroMQ sockets are not thread-safe);
+handlers run on a thread pool (or an asyncio loop for ``async def`` handlers) and hand
+their outcomes back over an inproc PUSH/PULL pair, so the loop keeps heartbeating
+however long a handler runs.  Handlers declared ``inline`` run on the loop itself:
+the fast path for sub-millisecond work, which must not block.
+
+Outcomes are batched: every loop turn sends at most one DONE, one FAILED and one
+PROGRESS message, whatever number of tasks finished in it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import os
+import signal
+import threading
+import time
+import traceback
+import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import zmq
+
+from bus import protocol as P
+from bus.protocol import Command
+
+from .errors import AgentError, Retry, TaskCancelled
+
+log = logging.getLogger("orchflow.agent")
+
+Handler = Callable[..., Any]
+
+
+@dataclass
+class TaskContext:
+    """What a handler knows about its task, and its way to talk back."""
+
+    id: str
+    kind: str
+    payload: Any
+    project: str
+    attempt: int
+    deadline: float | None
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    _report: Callable[[str, str, Any], None] | None = field(default=None, repr=False)
+
+    def progress(self, data: Any) -> None:
+        """Stream a progress update; published as a ``task.progress`` event."""
+        if self._report is not None:
+            self._report("progress", self.id, data)
+
+    def check_cancelled(self) -> None:
+        """Raise :class:`TaskCancelled` if the broker cancelled this task."""
+        if self.cancelled.is_set():
+            raise TaskCancelled(self.id)
+
+
+@dataclass
+class _Registration:
+    fn: Handler
+    inline: bool
+    is_async: bool
+    wants_ctx: bool
+
+
+class Agent:
+    """Serve task kinds with handler functions.
+
+    >>> agent = Agent("ipc:///run/orchflow/backend", name="greeter", capacity=4)
+    >>> @agent.handler("greet")
+    ... def greet(payload, ctx):
+    ...     return f"hello {payload['name']}"
+    >>> agent.run()   # until SIGTERM/SIGINT, then drains
+    """
+
+    def __init__(self, endpoint: str, name: str | None = None, capacity: int = 1,
+                 heartbeat_interval: float = 1.0, heartbeat_liveness: int = 3,
+                 drain_timeout: float = 30.0, ctx: zmq.Context | None = None) -> None:
+        if capacity < 1:
+            raise AgentError("capacity must be at least 1")
+        self.endpoint = endpoint
+        self.name = name or f"agent-{os.getpid()}"
+        self.capacity = capacity
+        self.heartbeat_interval = heartbeat_interval
+        self.heartbeat_liveness = heartbeat_liveness
+        self.drain_timeout = drain_timeout
+        self.ctx = ctx or zmq.Context.instance()
+        self._handlers: dict[str, _Registration] = {}
+        self._running: dict[str, TaskContext] = {}
+        self._futures: dict[str, Future] = {}
+        self._stop = threading.Event()
+        self._draining = False
+        self._outbox_addr = f"inproc://orchflow-agent-outbox-{uuid.uuid4().hex}"
+        self._local = threading.local()
+        self._pool: ThreadPoolExecutor | None = None
+        self._aloop: asyncio.AbstractEventLoop | None = None
+        self._done: list[dict] = []
+        self._failed: list[dict] = []
+        self._progress: list[dict] = []
+        self.completed = 0
+        self._last_sent = 0.0
+
+    # ------------------------------------------------------------------ registration
+
+    def handler(self, kind: str, inline: bool = False) -> Callable[[Handler], Handler]:
+        def register(fn: Handler) -> Handler:
+            self.add_handler(kind, fn, inline=inline)
+            return fn
+        return register
+
+    def add_handler(self, kind: str, fn: Handler, inline: bool = False) -> None:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        is_async = inspect.iscoroutinefunction(fn)
+        if inline and is_async:
+            raise AgentError(f"handler for {kind!r}: async handlers cannot be inline")
+        self._handlers[kind] = _Registration(fn, inline, is_async, len(params) >= 2)
+
+    @property
+    def kinds(self) -> list[str]:
+        return list(self._handlers)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def stop(self, drain: bool = True) -> None:
+        """Ask the loop to finish; with ``drain`` running tasks complete first."""
+        self._draining = drain
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self.stop(drain=True))
+
+    def run(self) -> None:
+        if not self._handlers:
+            raise AgentError("an agent needs at least one handler")
+        self._pool = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix=f"{self.name}-worker")
+        if any(r.is_async for r in self._handlers.values()):
+            self._aloop = asyncio.new_event_loop()
+            threading.Thread(target=self._aloop.run_forever, name=f"{self.name}-asyncio", daemon=True).start()
+        outbox = self.ctx.socket(zmq.PULL)
+        outbox.linger = 0
+        outbox.bind(self._outbox_addr)
+        sock = self._connect()
+        try:
+            self._loop(sock, outbox)
+        finally:
+            sock.close(linger=100)
+            outbox.close(linger=0)
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            if self._aloop is not None:
+                self._aloop.call_soon_threadsafe(self._aloop.stop)
+
+    def _connect(self) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.sndhwm = 100_000
+        sock.rcvhwm = 100_000
+        sock.connect(self.endpoint)
+        self._send(sock, Command.READY, self._ready_body(self.capacity))
+        return sock
+
+    def _ready_body(self, capacity: int) -> dict[str, Any]:
+        return {"name": self.name, "kinds": self.kinds, "capacity": capacity, "running": list(self._running)}
+
+    def _send(self, sock: zmq.Socket, command: Command, body: Any = None) -> None:
+        try:
+            sock.send_multipart(P.agent_message(command, body), zmq.NOBLOCK)
+        except zmq.Again:
+            log.warning("%s: broker not keeping up, dropped %s", self.name, command.name)
+        self._last_sent = time.monotonic()
+
+    def _loop(self, sock: zmq.Socket, outbox: zmq.Socket) -> None:
+        interval = self.heartbeat_interval
+        poller = zmq.Poller()
+        poller.register(sock, zmq.POLLIN)
+        poller.register(outbox, zmq.POLLIN)
+        last_heard = time.monotonic()
+        reconnect_delay = interval
+        drain_deadline: float | None = None
+        while True:
+            if self._stop.is_set() and drain_deadline is None:
+                if not self._draining:
+                    break
+                self._send(sock, Command.READY, self._ready_body(0))  # no new work
+                drain_deadline = time.monotonic() + self.drain_timeout
+            if drain_deadline is not None and (not self._running or time.monotonic() > drain_deadline):
+                self._flush(sock)
+                break
+            ready = dict(poller.poll(interval * 1000 / 4))
+            if sock in ready:
+                last_heard = time.monotonic()
+                reconnect_delay = interval
+                self._drain_broker(sock)
+            if outbox in ready:
+                self._drain_outbox(outbox)
+            self._flush(sock)
+            now = time.monotonic()
+            if now - self._last_sent >= interval:
+                self._send(sock, Command.HEARTBEAT)
+            if now - last_heard > interval * self.heartbeat_liveness:
+                log.warning("%s: broker silent for %.1fs, reconnecting", self.name, now - last_heard)
+                poller.unregister(sock)
+                sock.close(linger=0)
+                time.sleep(min(reconnect_delay, 5.0))
+                reconnect_delay *= 2
+                sock = self._connect()
+                poller.register(sock, zmq.POLLIN)
+                last_heard = time.monotonic()
+        self._send(sock, Command.DISCONNECT)
+
+    def _drain_broker(self, sock: zmq.Socket) -> None:
+        for _ in range(256):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                command, body = P.parse(frames, P.AGENT)
+            except P.ProtocolError as exc:
+                log.error("%s: bad message from broker: %s", self.name, exc)
+                continue
+            if command is Command.TASK and isinstance(body, list):
+                for assignment in body:
+                    self._start(assignment)
+            elif command is Command.CANCEL and isinstance(body, dict):
+                for task_id in body.get("ids", []):
+                    self._cancel(task_id)
+            elif command is Command.DISCONNECT:
+                log.info("%s: broker asked us to register again", self.name)
+                self._send(sock, Command.READY, self._ready_body(0 if self._stop.is_set() else self.capacity))
+            elif command is Command.ERROR:
+                log.error("%s: broker error: %s", self.name, body)
+
+    # ------------------------------------------------------------------ execution
+
+    def _start(self, a: dict) -> None:
+        task_id = a.get("id")
+        reg = self._handlers.get(a.get("kind"))
+        if not isinstance(task_id, str):
+            return
+        if reg is None:
+            self._failed.append({"id": task_id, "error": f"{self.name} has no handler for {a.get('kind')!r}"})
+            return
+        ctx = TaskContext(task_id, a["kind"], a.get("payload"), a.get("project", "default"),
+                          a.get("attempt", 1), a.get("deadline"), _report=self._report)
+        args = (ctx.payload, ctx) if reg.wants_ctx else (ctx.payload,)
+        if reg.inline:
+            ctx._report = self._report_inline
+            try:
+                self._done.append({"id": task_id, "result": reg.fn(*args)})
+            except BaseException as exc:  # noqa: BLE001 - a handler bug must not kill the agent
+                self._failed.append(self._failure(task_id, exc))
+            self.completed += 1
+            return
+        self._running[task_id] = ctx
+        if reg.is_async:
+            fut = asyncio.run_coroutine_threadsafe(self._run_async(reg, args, ctx), self._aloop)
+        else:
+            fut = self._pool.submit(self._run_sync, reg, args, ctx)
+        self._futures[task_id] = fut
+
+    def _run_sync(self, reg: _Registration, args: tuple, ctx: TaskContext) -> None:
+        try:
+            result = reg.fn(*args)
+        except BaseException as exc:  # noqa: BLE001
+            self._report("failed", ctx.id, self._failure(ctx.id, exc))
+        else:
+            self._report("done", ctx.id, result)
+
+    async def _run_async(self, reg: _Registration, args: tuple, ctx: TaskContext) -> None:
+        try:
+            result = await reg.fn(*args)
+        except asyncio.CancelledError:
+            self._report("failed", ctx.id, {"id": ctx.id, "error": "cancelled"})
+        except BaseException as exc:  # noqa: BLE001
+            self._report("failed", ctx.id, self._failure(ctx.id, exc))
+        else:
+            self._report("done", ctx.id, result)
+
+    @staticmethod
+    def _failure(task_id: str, exc: BaseException) -> dict[str, Any]:
+        if isinstance(exc, Retry):
+            return {"id": task_id, "error": str(exc) or "retry requested", "retry": True}
+        if isinstance(exc, TaskCancelled):
+            return {"id": task_id, "error": "cancelled"}
+        tb = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3)
+        return {"id": task_id, "error": f"{type(exc).__name__}: {exc}", "traceback": "".join(tb)[-4000:]}
+
+    def _report(self, what: str, task_id: str, data: Any) -> None:
+        """Called from worker threads: one PUSH socket per thread, into the loop's PULL."""
+        push = getattr(self._local, "push", None)
+        if push is None:
+            push = self._local.push = self.ctx.socket(zmq.PUSH)
+            push.linger = 1000
+            push.connect(self._outbox_addr)
+        try:
+            push.send(P.pack([what, task_id, data]))
+        except TypeError:  # result not msgpack-able: report that instead of dying silently
+            push.send(P.pack(["failed", task_id, {"id": task_id, "error": f"result of type {type(data).__name__} is not serializable"}]))
+
+    def _report_inline(self, what: str, task_id: str, data: Any) -> None:
+        if what == "progress":
+            self._progress.append({"id": task_id, "data": data})
+
+    def _drain_outbox(self, outbox: zmq.Socket) -> None:
+        while True:
+            try:
+                what, task_id, data = P.unpack(outbox.recv(zmq.NOBLOCK))
+            except zmq.Again:
+                return
+            if what == "progress":
+                if task_id in self._running:
+                    self._progress.append({"id": task_id, "data": data})
+                continue
+            ctx = self._running.pop(task_id, None)
+            self._futures.pop(task_id, None)
+            if ctx is None:  # already reported (cancelled before it started)
+                continue
+            self.completed += 1
+            if what == "done":
+                if ctx.cancelled.is_set():
+                    self._failed.append({"id": task_id, "error": "cancelled"})
+                else:
+                    self._done.append({"id": task_id, "result": data})
+            else:
+                self._failed.append(data)
+
+    def _cancel(self, task_id: str) -> None:
+        ctx = self._running.get(task_id)
+        if ctx is None:
+            return
+        ctx.cancelled.set()
+        fut = self._futures.get(task_id)
+        if fut is not None and fut.cancel():  # never started: report it ourselves
+            self._running.pop(task_id, None)
+            self._futures.pop(task_id, None)
+            self._failed.append({"id": task_id, "error": "cancelled"})
+
+    def _flush(self, sock: zmq.Socket) -> None:
+        if self._progress:
+            self._send(sock, Command.PROGRESS, self._progress)
+            self._progress = []
+        if self._done:
+            try:
+                self._send(sock, Command.DONE, self._done)
+            except TypeError:
+                for entry in self._done:  # find the one that cannot be packed
+                    try:
+                        P.pack(entry)
+                        self._send(sock, Command.DONE, [entry])
+                    except TypeError:
+                        self._failed.append({"id": entry["id"], "error": "result is not serializable"})
+            self._done = []
+        if self._failed:
+            self._send(sock, Command.FAILED, self._failed)
+            self._failed = []

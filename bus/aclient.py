@@ -1,0 +1,176 @@
+"""asyncio client: the same operations as :class:`bus.client.Client`, awaitable.
+
+One reader task owns the socket's receive side and resolves futures, so any number
+of coroutines can submit and wait concurrently on one connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import time
+from typing import Any, AsyncIterator
+
+import zmq
+import zmq.asyncio
+
+from . import protocol as P
+from .client import REFETCH_INTERVAL, UnknownTask, new_id_prefix, outcome_value, task_entry
+from .endpoints import Endpoints, ipc_path
+from .errors import BrokerUnavailable, BusError, TaskRejected
+from .protocol import Command
+
+
+class AsyncClient:
+    def __init__(self, endpoint: str, events: str | None = None, project: str = "default",
+                 ack_timeout: float = 1.0, ctx: zmq.asyncio.Context | None = None) -> None:
+        self.endpoint = endpoint
+        self.events_endpoint = events or Endpoints.events_beside(endpoint)
+        self.project = project
+        self.ack_timeout = ack_timeout
+        self.ctx = ctx or zmq.asyncio.Context.instance()
+        self._prefix = new_id_prefix()
+        self._ids = itertools.count(1)
+        self._acks: dict[str, asyncio.Future] = {}
+        self._outcomes: dict[str, asyncio.Future] = {}
+        self._status: asyncio.Future | None = None
+        self._sock = self.ctx.socket(zmq.DEALER)
+        self._sock.linger = 0
+        self._sock.connect(endpoint)
+        self._reader: asyncio.Task | None = None
+
+    async def __aenter__(self) -> "AsyncClient":
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            try:
+                await self._reader
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._sock.close(linger=0)
+
+    def _ensure_reader(self) -> None:
+        if self._reader is None or self._reader.done():
+            self._reader = asyncio.get_running_loop().create_task(self._read())
+
+    def _future(self, table: dict[str, asyncio.Future], key: str) -> asyncio.Future:
+        fut = table.get(key)
+        if fut is None or fut.done() and table is self._acks:
+            fut = table[key] = asyncio.get_running_loop().create_future()
+        return fut
+
+    async def _read(self) -> None:
+        while True:
+            frames = await self._sock.recv_multipart()
+            try:
+                command, body = P.parse(frames, P.CLIENT)
+            except P.ProtocolError:
+                continue
+            if command is Command.ACCEPTED:
+                for task_id in body or ():
+                    fut = self._acks.pop(task_id, None)
+                    if fut is not None and not fut.done():
+                        fut.set_result(None)
+            elif command is Command.RESULT:
+                for outcome in body or ():
+                    fut = self._future(self._outcomes, outcome["id"])
+                    if not fut.done():
+                        fut.set_result(outcome)
+            elif command is Command.STATUS_REPLY:
+                if self._status is not None and not self._status.done():
+                    self._status.set_result(body)
+            elif command is Command.ERROR and isinstance(body, dict):
+                unknown = body.get("code") == "unknown-task"
+                for task_id in body.get("ids") or ():
+                    table = self._outcomes if unknown else self._acks
+                    fut = table.get(task_id)
+                    if fut is not None and not fut.done():
+                        fut.set_exception(UnknownTask(task_id) if unknown else
+                                          TaskRejected(body.get("code", "error"), body.get("message", "")))
+
+    def _check_reachable(self) -> None:
+        path = ipc_path(self.endpoint)
+        if path is not None and not os.path.exists(path):
+            raise BrokerUnavailable(f"no broker at {self.endpoint}: the socket file does not exist")
+
+    async def submit(self, kind: str, payload: Any = None, **opts: Any) -> str:
+        ids = await self.submit_many(kind, [payload], **opts)
+        return ids[0]
+
+    async def submit_many(self, kind: str, payloads: list[Any], **opts: Any) -> list[str]:
+        self._check_reachable()
+        self._ensure_reader()
+        project = opts.pop("project", None) or self.project
+        entries = [task_entry(f"{self._prefix}-{next(self._ids)}", kind, p, opts.get("priority"),
+                              opts.get("deadline"), opts.get("timeout"), opts.get("max_retries"), project)
+                   for p in payloads]
+        futs = [self._future(self._acks, e["id"]) for e in entries]
+        await self._sock.send_multipart(P.client_message(Command.SUBMIT, entries))
+        try:
+            await asyncio.wait_for(asyncio.gather(*futs), self.ack_timeout)
+        except asyncio.TimeoutError:
+            for e in entries:
+                self._acks.pop(e["id"], None)
+            raise BrokerUnavailable(f"no broker answered at {self.endpoint} within {self.ack_timeout:.1f}s") from None
+        return [e["id"] for e in entries]
+
+    async def outcome(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
+        self._ensure_reader()
+        fut = self._future(self._outcomes, task_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                wait = REFETCH_INTERVAL if deadline is None else min(REFETCH_INTERVAL, deadline - time.monotonic())
+                if wait <= 0:
+                    raise TimeoutError(f"task {task_id} not finished within {timeout}s")
+                try:
+                    return await asyncio.wait_for(asyncio.shield(fut), wait)
+                except asyncio.TimeoutError:
+                    await self._sock.send_multipart(P.client_message(Command.FETCH, {"ids": [task_id]}))
+        finally:
+            if fut.done():
+                self._outcomes.pop(task_id, None)
+
+    async def result(self, task_id: str, timeout: float | None = None) -> Any:
+        return outcome_value(await self.outcome(task_id, timeout))
+
+    async def call(self, kind: str, payload: Any = None, timeout: float | None = None, **opts: Any) -> Any:
+        return await self.result(await self.submit(kind, payload, **opts), timeout)
+
+    async def cancel(self, *ids: str) -> None:
+        self._check_reachable()
+        await self._sock.send_multipart(P.client_message(Command.CANCEL, {"ids": list(ids)}))
+
+    async def status(self, ids: list[str] | None = None) -> dict[str, Any]:
+        self._check_reachable()
+        self._ensure_reader()
+        self._status = asyncio.get_running_loop().create_future()
+        await self._sock.send_multipart(P.client_message(Command.STATUS, {"ids": ids or []}))
+        try:
+            return await asyncio.wait_for(self._status, self.ack_timeout)
+        except asyncio.TimeoutError:
+            raise BrokerUnavailable(f"no broker answered STATUS at {self.endpoint}") from None
+
+    async def subscribe(self, *topics: str) -> AsyncIterator[tuple[str, Any]]:
+        if not self.events_endpoint:
+            raise BusError("no events endpoint known; pass events= to AsyncClient")
+        sub = self.ctx.socket(zmq.SUB)
+        sub.linger = 0
+        sub.connect(self.events_endpoint)
+        for topic in topics or ("",):
+            sub.subscribe(topic.encode())
+        try:
+            while True:
+                frames = await sub.recv_multipart()
+                try:
+                    yield frames[0].decode(errors="replace"), P.unpack(frames[1])
+                except Exception:
+                    continue
+        finally:
+            sub.close(linger=0)

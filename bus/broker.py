@@ -1,0 +1,593 @@
+"""The task broker: ROUTER front end for clients, ROUTER back end for agents.
+
+One thread, one poll loop.  Each turn drains what is readable (bounded, so one
+noisy peer cannot starve the rest), stages journal records, commits them once
+(group commit), then sends acknowledgements and results, dispatches queued tasks
+by credit, and flushes one batched TASK message per agent.  Nothing in the loop
+blocks: every send is NOBLOCK and a peer that cannot take it loses the message,
+which is safe because results stay retrievable with FETCH and tasks are re-queued
+by the heartbeat rules.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from . import protocol as P
+from .endpoints import Endpoints
+from .errors import ProtocolError
+from .events import DEFAULT_EVENT_HWM, EventProxy, EventPublisher
+from .journal import Journal, MemoryJournal
+from .protocol import Command, State
+from .queue import KindQueue
+from .routing import LeastLoaded, Router
+from .task import Task, outcome_of_record
+
+log = logging.getLogger("orchflow.broker")
+
+#: Messages read from one socket per loop turn before the others get a go.
+DRAIN_BATCH = 512
+
+
+@dataclass
+class BrokerConfig:
+    frontend: str
+    backend: str
+    events_in: str
+    events_out: str
+    heartbeat_interval: float = 1.0
+    heartbeat_liveness: int = 3
+    max_body: int = P.MAX_BODY
+    event_hwm: int = DEFAULT_EVENT_HWM
+    result_ttl: float = 3600.0
+    compact_interval: float = 60.0
+
+    @classmethod
+    def in_directory(cls, run_dir: str, **kw: Any) -> "BrokerConfig":
+        """ipc endpoints in one private directory: the default, loopback-only layout."""
+        ep = Endpoints.in_directory(run_dir)
+        return cls(frontend=ep.frontend, backend=ep.backend, events_in=ep.events_in, events_out=ep.events, **kw)
+
+
+@dataclass(eq=False)
+class AgentRecord:
+    identity: bytes
+    name: str
+    kinds: list[str]
+    capacity: int
+    inflight: set[str] = field(default_factory=set)
+    expires: float = 0.0
+    last_sent: float = 0.0
+    joined: float = 0.0
+    completed: int = 0
+
+    @property
+    def free(self) -> int:
+        return self.capacity - len(self.inflight)
+
+
+@dataclass
+class Counters:
+    submitted: int = 0
+    duplicates: int = 0
+    done: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    expired: int = 0
+    retried: int = 0
+    agents_joined: int = 0
+    agents_lost: int = 0
+    malformed_frontend: int = 0
+    malformed_backend: int = 0
+    late_results: int = 0
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig, journal: Journal | None = None,
+                 router: Router | None = None, ctx: zmq.Context | None = None) -> None:
+        self.config = config
+        self.journal = journal or MemoryJournal()
+        self.router = router or LeastLoaded()
+        self.ctx = ctx or zmq.Context.instance()
+        self.counters = Counters()
+        self.tasks: dict[str, Task] = {}          # live tasks, not yet final
+        self.recent: dict[str, Task] = {}         # final tasks kept for fast FETCH
+        self.queues: dict[str, KindQueue] = {}
+        self.agents: dict[bytes, AgentRecord] = {}
+        self.by_kind: dict[str, list[AgentRecord]] = {}
+        self._deadlines: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
+        self._dirty: set[str] = set()
+        self._acks: dict[bytes, list[str]] = {}
+        self._results: dict[bytes, list[dict]] = {}
+        self._errors: list[tuple[zmq.Socket, bytes, dict]] = []
+        self._assign: dict[bytes, list[dict]] = {}
+        self._stop = threading.Event()
+        self._id_prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFFFF:x}"
+        self._id_counter = itertools.count(1)
+        self.started = time.time()
+        self._bound = False
+
+    # ------------------------------------------------------------------ setup
+
+    def bind(self) -> None:
+        cfg = self.config
+        self.frontend = self._router_socket(cfg.frontend)
+        self.backend = self._router_socket(cfg.backend)
+        self.proxy = EventProxy(self.ctx, cfg.events_in, cfg.events_out, cfg.event_hwm)
+        self.proxy.start()
+        self.events = EventPublisher(self.ctx, self.proxy.inproc, cfg.event_hwm)
+        self._replay()
+        self._bound = True
+
+    def _router_socket(self, endpoint: str) -> zmq.Socket:
+        sock = self.ctx.socket(zmq.ROUTER)
+        sock.linger = 0
+        sock.maxmsgsize = P.MAX_FRAME
+        sock.router_mandatory = True  # unreachable peers raise instead of silently queueing
+        sock.sndhwm = 100_000
+        sock.rcvhwm = 100_000
+        if endpoint.startswith("ipc://"):
+            os.makedirs(os.path.dirname(endpoint[6:]) or ".", mode=0o700, exist_ok=True)
+        sock.bind(endpoint)
+        return sock
+
+    def _replay(self) -> None:
+        """Rebuild queues from the journal: unfinished tasks run again (at-least-once)."""
+        requeued = 0
+        for rec in self.journal.replay():
+            if rec.get("state") in State.FINAL:
+                continue
+            task = Task.from_record(rec)
+            task.state = State.QUEUED
+            self._enqueue(task)
+            requeued += 1
+        if requeued:
+            log.info("replayed %d unfinished tasks from the journal", requeued)
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> None:
+        """Serve until :meth:`stop` is called (from any thread or a signal handler)."""
+        if not self._bound:
+            self.bind()
+        poller = zmq.Poller()
+        poller.register(self.frontend, zmq.POLLIN)
+        poller.register(self.backend, zmq.POLLIN)
+        poller.register(self.events.sock, zmq.POLLIN)
+        interval = self.config.heartbeat_interval
+        next_tick = time.monotonic() + interval
+        next_compact = time.monotonic() + self.config.compact_interval
+        try:
+            while not self._stop.is_set():
+                now_m = time.monotonic()
+                timeout = max(0.0, min(next_tick, self._next_deadline_monotonic(now_m)) - now_m)
+                ready = dict(poller.poll(min(timeout, 0.25) * 1000))
+                if self.events.sock in ready:
+                    self.events.on_subscription()
+                if self.frontend in ready:
+                    self._drain(self.frontend, self._on_client)
+                if self.backend in ready:
+                    self._drain(self.backend, self._on_agent)
+                now_m = time.monotonic()
+                if self._deadlines:
+                    self._expire(time.time())
+                if now_m >= next_tick:
+                    self._heartbeat(now_m)
+                    next_tick = now_m + interval
+                if now_m >= next_compact:
+                    self._compact()
+                    next_compact = now_m + self.config.compact_interval
+                self._flush()
+        finally:
+            self.close()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def close(self) -> None:
+        try:
+            self.journal.commit()
+        finally:
+            if self._bound:
+                self.events.close()
+                self.proxy.stop()
+                self.frontend.close(linger=0)
+                self.backend.close(linger=0)
+                self._bound = False
+            self.journal.close()
+
+    def _drain(self, sock: zmq.Socket, handler) -> None:
+        for _ in range(DRAIN_BATCH):
+            try:
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+            except zmq.Again:
+                return
+            handler(frames)
+
+    def _next_deadline_monotonic(self, now_m: float) -> float:
+        if not self._deadlines:
+            return now_m + 3600
+        return now_m + max(0.0, self._deadlines[0][0] - time.time())
+
+    # ------------------------------------------------------------------ clients
+
+    def _on_client(self, frames: list[bytes]) -> None:
+        identity = frames[0]
+        body = None
+        try:
+            command, body = P.parse(frames[1:], P.CLIENT, P.CLIENT_COMMANDS, self.config.max_body)
+            if command is Command.SUBMIT:
+                self._on_submit(identity, body)
+            elif command is Command.CANCEL:
+                self._on_cancel(identity, P.parse_id_list(body, "CANCEL"))
+            elif command is Command.FETCH:
+                self._on_fetch(identity, P.parse_id_list(body, "FETCH"))
+            elif command is Command.STATUS:
+                self._reply_status(identity, P.parse_id_list(body or {}, "STATUS"))
+        except ProtocolError as exc:
+            self.counters.malformed_frontend += 1
+            ids = None
+            if isinstance(body, list):  # name the rejected tasks so pipelining clients can tell
+                ids = [e["id"] for e in body if isinstance(e, dict) and isinstance(e.get("id"), str)]
+            self._errors.append((self.frontend, identity, P.error_body(exc.code, exc.message, ids)))
+
+    def _on_submit(self, identity: bytes, body: Any) -> None:
+        if not isinstance(body, list):
+            raise ProtocolError("bad-body", "SUBMIT body must be a list of tasks")
+        specs = [P.parse_submission(e) for e in body]  # all-or-nothing: validate first
+        now = time.time()
+        acks = self._acks.setdefault(identity, [])
+        for spec in specs:
+            task_id = spec.id or f"{self._id_prefix}-{next(self._id_counter)}"
+            existing = self.tasks.get(task_id) or self.recent.get(task_id)
+            if existing is not None:  # idempotent resubmission after a lost ack
+                self.counters.duplicates += 1
+                if identity not in existing.watchers:
+                    existing.watchers.append(identity)
+                if existing.state in State.FINAL:
+                    self._results.setdefault(identity, []).append(existing.outcome())
+                acks.append(task_id)
+                continue
+            task = Task.from_spec(spec, task_id, now)
+            task.watchers.append(identity)
+            self.counters.submitted += 1
+            self.journal.write(task.to_record())
+            self._enqueue(task)
+            acks.append(task_id)
+            self._publish("task.queued", task)
+
+    def _enqueue(self, task: Task, front: bool = False) -> None:
+        self.tasks[task.id] = task
+        queue = self.queues.get(task.kind)
+        if queue is None:
+            queue = self.queues[task.kind] = KindQueue()
+        queue.push(task, front)
+        self._dirty.add(task.kind)
+        if task.deadline is not None and not front:
+            heapq.heappush(self._deadlines, (task.deadline, next(self._seq), task.id))
+
+    def _on_cancel(self, identity: bytes, ids: list[str]) -> None:
+        unknown = []
+        for task_id in ids:
+            task = self.tasks.get(task_id)
+            if task is None:
+                final = self.recent.get(task_id)
+                if final is not None:
+                    self._results.setdefault(identity, []).append(final.outcome())
+                else:
+                    unknown.append(task_id)
+                continue
+            if identity not in task.watchers:
+                task.watchers.append(identity)
+            self._finish(task, State.CANCELLED, error="cancelled by client")
+        if unknown:
+            self._errors.append((self.frontend, identity, P.error_body("unknown-task", "no such live task", unknown)))
+
+    def _on_fetch(self, identity: bytes, ids: list[str]) -> None:
+        unknown = []
+        out = self._results.setdefault(identity, [])
+        for task_id in ids:
+            task = self.tasks.get(task_id)
+            if task is not None:
+                if identity not in task.watchers:
+                    task.watchers.append(identity)
+                continue
+            final = self.recent.get(task_id)
+            if final is not None:
+                out.append(final.outcome())
+                continue
+            rec = self.journal.lookup(task_id)
+            if rec is not None and rec.get("state") in State.FINAL:
+                out.append(outcome_of_record(rec))
+            else:
+                unknown.append(task_id)
+        if unknown:
+            self._errors.append((self.frontend, identity, P.error_body("unknown-task", "no such task", unknown)))
+
+    def status(self, ids: list[str] | None = None) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "version": P.VERSION,
+            "uptime": time.time() - self.started,
+            "agents": [{"name": a.name, "kinds": a.kinds, "capacity": a.capacity,
+                        "inflight": len(a.inflight), "completed": a.completed} for a in self.agents.values()],
+            "queues": {k: len(q) for k, q in self.queues.items() if len(q)},
+            "live": len(self.tasks),
+            "counters": vars(self.counters).copy(),
+            "events_dropped": self.events.dropped,
+        }
+        if ids:
+            states = {}
+            for task_id in ids:
+                task = self.tasks.get(task_id) or self.recent.get(task_id)
+                if task is None:
+                    rec = self.journal.lookup(task_id)
+                    states[task_id] = rec.get("state") if rec else None
+                else:
+                    states[task_id] = task.state
+            body["tasks"] = states
+        return body
+
+    def _reply_status(self, identity: bytes, ids: list[str]) -> None:
+        self._send(self.frontend, identity, P.client_message(Command.STATUS_REPLY, self.status(ids)))
+
+    # ------------------------------------------------------------------ agents
+
+    def _on_agent(self, frames: list[bytes]) -> None:
+        identity = frames[0]
+        try:
+            command, body = P.parse(frames[1:], P.AGENT, P.AGENT_COMMANDS, self.config.max_body)
+        except ProtocolError as exc:
+            self.counters.malformed_backend += 1
+            self._errors.append((self.backend, identity, P.error_body(exc.code, exc.message)))
+            return
+        agent = self.agents.get(identity)
+        try:
+            if command is Command.READY:
+                self._on_ready(identity, body)
+                return
+            if command is Command.DISCONNECT:
+                if agent is not None:
+                    self._lose_agent(agent, "agent disconnected")
+                return
+            if command is Command.DONE:
+                self._on_done(agent, P.parse_outcomes(body, "DONE"))
+            elif command is Command.FAILED:
+                self._on_failed(agent, P.parse_outcomes(body, "FAILED"))
+            elif command is Command.PROGRESS:
+                self._on_progress(agent, P.parse_outcomes(body, "PROGRESS"))
+        except ProtocolError as exc:
+            self.counters.malformed_backend += 1
+            self._errors.append((self.backend, identity, P.error_body(exc.code, exc.message)))
+        if agent is None:
+            # Unknown (e.g. we restarted): make it register again, like MDP does.
+            self._send(self.backend, identity, P.agent_message(Command.DISCONNECT))
+        else:
+            agent.expires = time.monotonic() + self.config.heartbeat_interval * self.config.heartbeat_liveness
+
+    def _on_ready(self, identity: bytes, body: Any) -> None:
+        name, kinds, capacity = P.parse_ready(body)
+        running = body.get("running", []) if isinstance(body.get("running", []), list) else []
+        now_m = time.monotonic()
+        agent = self.agents.get(identity)
+        if agent is not None:  # capacity update (drain sends capacity 0)
+            agent.capacity = capacity
+        else:
+            agent = AgentRecord(identity, name, kinds, capacity, joined=time.time())
+            self.agents[identity] = agent
+            for kind in kinds:
+                self.by_kind.setdefault(kind, []).append(agent)
+            self.counters.agents_joined += 1
+            self.events.publish("agent.joined", {"name": name, "kinds": kinds, "capacity": capacity})
+            for task_id in running:  # work it kept across our restart stays with it
+                task = self.tasks.get(task_id) if isinstance(task_id, str) else None
+                if task is not None and task.state == State.QUEUED and task.agent is None:
+                    self._start(task, agent, send=False)
+        agent.expires = now_m + self.config.heartbeat_interval * self.config.heartbeat_liveness
+        self._dirty.update(kinds)
+
+    def _on_done(self, agent: AgentRecord | None, entries: list[dict]) -> None:
+        for entry in entries:
+            self._settle(agent, entry["id"], State.DONE, entry.get("result"), None, False)
+
+    def _on_failed(self, agent: AgentRecord | None, entries: list[dict]) -> None:
+        for entry in entries:
+            error = entry.get("error")
+            self._settle(agent, entry["id"], State.FAILED, None,
+                         error if isinstance(error, str) else repr(error), bool(entry.get("retry", False)))
+
+    def _settle(self, agent: AgentRecord | None, task_id: str, state: str, result: Any,
+                error: str | None, retry: bool) -> None:
+        if agent is not None and task_id in agent.inflight:
+            agent.inflight.discard(task_id)
+            agent.completed += 1
+            self._dirty.update(agent.kinds)
+        task = self.tasks.get(task_id)
+        if task is None or (task.agent is not None and agent is not None and task.agent != agent.identity):
+            # Final already, unknown, or re-dispatched to someone else: first answer won.
+            self.counters.late_results += 1
+            return
+        if state == State.DONE:
+            self._finish(task, State.DONE, result=result)
+        elif retry and task.attempts <= task.max_retries:
+            self._requeue(task, f"agent asked for retry: {error}")
+        else:
+            self._finish(task, State.FAILED, error=error)
+
+    def _on_progress(self, agent: AgentRecord | None, entries: list[dict]) -> None:
+        if not self.events.wants("task.progress"):
+            return
+        for entry in entries:
+            task = self.tasks.get(entry["id"])
+            if task is not None:
+                self.events.publish("task.progress", {"id": task.id, "kind": task.kind, "project": task.project,
+                                                      "data": entry.get("data")})
+
+    # ------------------------------------------------------------------ task life
+
+    def _start(self, task: Task, agent: AgentRecord, send: bool = True) -> None:
+        task.state = State.RUNNING
+        task.agent = agent.identity
+        task.attempts += 1
+        agent.inflight.add(task.id)
+        queue = self.queues.get(task.kind)
+        if not send and queue is not None:
+            queue.forget()
+        if send:
+            self._assign.setdefault(agent.identity, []).append(task.assignment())
+        self._publish("task.started", task, agent=agent.name)
+
+    def _requeue(self, task: Task, reason: str) -> None:
+        self.counters.retried += 1
+        task.state = State.QUEUED
+        task.agent = None
+        task.error = reason
+        self.journal.write(task.to_record())
+        self._enqueue(task, front=True)
+        self._publish("task.retried", task, reason=reason)
+
+    def _finish(self, task: Task, state: str, result: Any = None, error: str | None = None) -> None:
+        if task.state == State.QUEUED and task.agent is None:
+            queue = self.queues.get(task.kind)
+            if queue is not None:
+                queue.forget()
+        elif task.agent is not None and state in (State.CANCELLED, State.EXPIRED):
+            agent = self.agents.get(task.agent)
+            if agent is not None:  # credit returns when the agent reports back
+                self._send(self.backend, agent.identity, P.agent_message(Command.CANCEL, {"ids": [task.id]}))
+        task.state = state
+        task.result = result
+        task.error = error
+        task.finished = time.time()
+        del self.tasks[task.id]
+        self.recent[task.id] = task
+        if len(self.recent) > 50_000:  # older ones are still in the journal
+            for old in list(itertools.islice(self.recent, 10_000)):
+                del self.recent[old]
+        setattr(self.counters, state, getattr(self.counters, state) + 1)
+        self.journal.write(task.to_record())
+        outcome = task.outcome()
+        for watcher in task.watchers:
+            self._results.setdefault(watcher, []).append(outcome)
+        self._publish("task." + state, task, error=error)
+
+    def _publish(self, topic: str, task: Task, **extra: Any) -> None:
+        if self.events.wants(topic):
+            body = {"id": task.id, "kind": task.kind, "project": task.project, "state": task.state,
+                    "attempts": task.attempts, "ts": time.time()}
+            body.update({k: v for k, v in extra.items() if v is not None})
+            self.events.publish(topic, body)
+
+    def _expire(self, now: float) -> None:
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, task_id = heapq.heappop(self._deadlines)
+            task = self.tasks.get(task_id)
+            if task is not None and task.deadline is not None and task.deadline <= now:
+                self._finish(task, State.EXPIRED, error="deadline passed")
+
+    def _heartbeat(self, now_m: float) -> None:
+        for agent in list(self.agents.values()):
+            if now_m > agent.expires:
+                self._lose_agent(agent, "heartbeat lost")
+            elif now_m - agent.last_sent >= self.config.heartbeat_interval * 0.9:
+                self._send(self.backend, agent.identity, P.agent_message(Command.HEARTBEAT))
+
+    def _lose_agent(self, agent: AgentRecord, reason: str) -> None:
+        del self.agents[agent.identity]
+        for kind in agent.kinds:
+            peers = self.by_kind.get(kind, [])
+            if agent in peers:
+                peers.remove(agent)
+        self.counters.agents_lost += 1
+        log.warning("agent %s lost (%s); %d tasks in flight", agent.name, reason, len(agent.inflight))
+        self.events.publish("agent.lost", {"name": agent.name, "reason": reason, "inflight": len(agent.inflight)})
+        for task_id in agent.inflight:
+            task = self.tasks.get(task_id)
+            if task is None or task.agent != agent.identity:
+                continue
+            if task.attempts <= task.max_retries:
+                self._requeue(task, f"{reason} on {agent.name}")
+            else:
+                self._finish(task, State.FAILED,
+                             error=f"{reason} on {agent.name}; retries exhausted after {task.attempts} attempts")
+
+    def _compact(self) -> None:
+        cutoff = time.time() - self.config.result_ttl
+        for task_id in [k for k, t in self.recent.items() if (t.finished or 0) < cutoff]:
+            del self.recent[task_id]
+        self.journal.compact(cutoff)
+
+    # ------------------------------------------------------------------ output
+
+    def _dispatch(self) -> None:
+        dirty, self._dirty = self._dirty, set()
+        for kind in dirty:
+            queue = self.queues.get(kind)
+            if not queue:
+                continue
+            agents = [a for a in self.by_kind.get(kind, ()) if a.free > 0]
+            while agents and queue.live:
+                task = queue.pop()
+                if task is None:
+                    break
+                agent = self.router.choose(task, agents)
+                self._start(task, agent)
+                if agent.free <= 0:
+                    agents.remove(agent)
+
+    def _flush(self) -> None:
+        # Tasks go out first: an agent may start before the submission is durable,
+        # because the client hears nothing until it is (a crash before the commit
+        # means no ack, so the client resubmits; at-least-once either way).
+        if self._dirty:
+            self._dispatch()
+        if self._assign:
+            now_m = time.monotonic()
+            for identity, batch in self._assign.items():
+                if self._send(self.backend, identity, P.agent_message(Command.TASK, batch)):
+                    self.agents[identity].last_sent = now_m
+            self._assign.clear()
+        # Durability before any word to a client: group commit, then acks and results.
+        self.journal.commit()
+        if self._errors:
+            for sock, identity, body in self._errors:
+                signature = P.CLIENT if sock is self.frontend else P.AGENT
+                self._send(sock, identity, P.message(signature, Command.ERROR, body))
+            self._errors.clear()
+        if self._acks:
+            for identity, ids in self._acks.items():
+                self._send(self.frontend, identity, P.client_message(Command.ACCEPTED, ids))
+            self._acks.clear()
+        if self._results:
+            for identity, outcomes in self._results.items():
+                if outcomes:
+                    self._send(self.frontend, identity, P.client_message(Command.RESULT, outcomes))
+            self._results.clear()
+
+    def _send(self, sock: zmq.Socket, identity: bytes, frames: list[bytes]) -> bool:
+        try:
+            sock.send_multipart([identity, *frames], zmq.NOBLOCK)
+            return True
+        except (zmq.Again, zmq.ZMQError):
+            # Peer gone or not keeping up.  Clients can FETCH; agents that miss a
+            # TASK are declared lost by heartbeat and their tasks re-queued.
+            return False
+
+
+def serve(config: BrokerConfig, journal: Journal | None = None) -> None:
+    """Run a broker in this process until SIGINT/SIGTERM."""
+    broker = Broker(config, journal)
+    broker.bind()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: broker.stop())
+    broker.run()

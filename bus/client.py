@@ -1,0 +1,319 @@
+"""Client SDK: submit tasks, wait for results, cancel, tail events.
+
+Task ids are made on the client, so a submission is idempotent: if an ack is lost
+the same id can be sent again and the broker will not run it twice.  ``submit``
+waits for the broker's ACCEPTED, which the broker sends only after the task is in
+its journal; when nothing answers within ``ack_timeout`` the client raises
+:class:`BrokerUnavailable` at once and resets its socket so the stale request is
+never delivered later (the Lazy Pirate pattern).
+
+A ``Client`` is for one thread, like the ZeroMQ socket under it; use
+:class:`bus.aclient.AsyncClient` from asyncio code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import secrets
+import time
+from typing import Any, Iterable, Iterator
+
+import zmq
+
+from . import protocol as P
+from .endpoints import Endpoints, ipc_path
+from .errors import BrokerUnavailable, BusError, TaskFailed, TaskRejected
+from .protocol import Command, State
+
+#: How often a waiting ``result`` re-registers with the broker, so a broker that
+#: restarted (and forgot who was waiting) still delivers the outcome.
+REFETCH_INTERVAL = 1.0
+
+
+class UnknownTask(BusError):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"the broker knows no task {task_id!r}")
+        self.task_id = task_id
+
+
+def new_id_prefix() -> str:
+    return secrets.token_hex(6)
+
+
+def task_entry(task_id: str, kind: str, payload: Any, priority: int | None, deadline: float | None,
+               timeout: float | None, max_retries: int | None, project: str | None) -> dict[str, Any]:
+    """One SUBMIT entry; the only place the client side spells task fields."""
+    entry: dict[str, Any] = {"id": task_id, "kind": kind, "payload": payload}
+    if project is not None:
+        entry["project"] = project
+    if priority is not None:
+        entry["priority"] = priority
+    if timeout is not None:
+        deadline = time.time() + timeout
+    if deadline is not None:
+        entry["deadline"] = deadline
+    if max_retries is not None:
+        entry["max_retries"] = max_retries
+    return entry
+
+
+def outcome_value(outcome: dict[str, Any]) -> Any:
+    if outcome.get("state") == State.DONE:
+        return outcome.get("result")
+    raise TaskFailed(outcome.get("id", "?"), outcome.get("state", "?"), outcome.get("error"))
+
+
+class Client:
+    def __init__(self, endpoint: str, events: str | None = None, project: str = "default",
+                 ack_timeout: float = 1.0, max_body: int = P.MAX_BODY, ctx: zmq.Context | None = None) -> None:
+        self.endpoint = endpoint
+        self.events_endpoint = events or Endpoints.events_beside(endpoint)
+        self.project = project
+        self.ack_timeout = ack_timeout
+        self.max_body = max_body
+        self.ctx = ctx or zmq.Context.instance()
+        self._prefix = new_id_prefix()
+        self._ids = itertools.count(1)
+        self._outcomes: dict[str, dict[str, Any]] = {}
+        self._acked: set[str] = set()
+        self._rejected: dict[str, TaskRejected] = {}
+        self._unknown: set[str] = set()
+        self._status: dict[str, Any] | None = None
+        self._sock: zmq.Socket | None = None
+        self._open()
+
+    # ------------------------------------------------------------------ socket
+
+    def _open(self) -> None:
+        sock = self.ctx.socket(zmq.DEALER)
+        sock.linger = 0
+        sock.sndhwm = 100_000
+        sock.rcvhwm = 100_000
+        sock.connect(self.endpoint)
+        self._sock = sock
+
+    def _reset(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+        self._open()
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _check_reachable(self) -> None:
+        path = ipc_path(self.endpoint)
+        if path is not None and not os.path.exists(path):
+            raise BrokerUnavailable(f"no broker at {self.endpoint}: the socket file does not exist")
+
+    def _send(self, command: Command, body: Any) -> None:
+        frames = P.client_message(command, body)
+        if len(frames[2]) > self.max_body:
+            raise TaskRejected("too-large", f"message of {len(frames[2])} bytes exceeds the limit of {self.max_body}")
+        try:
+            self._sock.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            raise BrokerUnavailable(f"cannot queue to {self.endpoint}: send buffer full, broker not reading") from None
+
+    def _pump(self, timeout: float) -> bool:
+        """Receive whatever arrives within ``timeout`` seconds; False if nothing did."""
+        if not self._sock.poll(timeout * 1000):
+            return False
+        while True:
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return True
+            try:
+                command, body = P.parse(frames, P.CLIENT)
+            except P.ProtocolError:
+                continue  # never let a bad reply take the caller down
+            if command is Command.ACCEPTED:
+                self._acked.update(body or ())
+            elif command is Command.RESULT:
+                for outcome in body or ():
+                    self._outcomes[outcome["id"]] = outcome
+            elif command is Command.STATUS_REPLY:
+                self._status = body
+            elif command is Command.ERROR and isinstance(body, dict):
+                ids = body.get("ids") or []
+                if body.get("code") == "unknown-task":
+                    self._unknown.update(ids)
+                else:
+                    err = TaskRejected(body.get("code", "error"), body.get("message", ""))
+                    for task_id in ids or ["*"]:
+                        self._rejected[task_id] = err
+
+    # ------------------------------------------------------------------ tasks
+
+    def new_id(self) -> str:
+        return f"{self._prefix}-{next(self._ids)}"
+
+    def submit_nowait(self, kind: str, payload: Any = None, *, priority: int | None = None,
+                      deadline: float | None = None, timeout: float | None = None,
+                      max_retries: int | None = None, project: str | None = None,
+                      task_id: str | None = None) -> str:
+        """Send without waiting for the ack; for pipelining.  See :meth:`wait_accepted`."""
+        task_id = task_id or self.new_id()
+        self._send(Command.SUBMIT, [task_entry(task_id, kind, payload, priority, deadline, timeout,
+                                               max_retries, project or self.project)])
+        return task_id
+
+    def submit(self, kind: str, payload: Any = None, **opts: Any) -> str:
+        """Submit one task and return its id once the broker has journaled it."""
+        self._check_reachable()
+        task_id = self.submit_nowait(kind, payload, **opts)
+        self.wait_accepted([task_id])
+        return task_id
+
+    def submit_many(self, kind: str, payloads: Iterable[Any], **opts: Any) -> list[str]:
+        """Submit a batch as one message and one journal transaction."""
+        self._check_reachable()
+        project = opts.pop("project", None) or self.project
+        entries = [task_entry(self.new_id(), kind, p, opts.get("priority"), opts.get("deadline"),
+                              opts.get("timeout"), opts.get("max_retries"), project) for p in payloads]
+        self._send(Command.SUBMIT, entries)
+        ids = [e["id"] for e in entries]
+        self.wait_accepted(ids)
+        return ids
+
+    def wait_accepted(self, ids: list[str], timeout: float | None = None) -> None:
+        deadline = time.monotonic() + (self.ack_timeout if timeout is None else timeout)
+        pending = [i for i in ids if i not in self._acked]
+        while pending:
+            for task_id in pending:
+                err = self._rejected.pop(task_id, None) or self._rejected.pop("*", None)
+                if err is not None:
+                    raise err
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._reset()
+                raise BrokerUnavailable(f"no broker answered at {self.endpoint} within "
+                                        f"{self.ack_timeout if timeout is None else timeout:.1f}s")
+            self._pump(left)
+            pending = [i for i in pending if i not in self._acked]
+        self._acked.difference_update(ids)
+
+    def outcome(self, task_id: str, timeout: float | None = None, ack_deadline: float | None = None) -> dict[str, Any]:
+        """Wait for the task's final state and return its RESULT entry.
+
+        With ``ack_deadline`` (monotonic), also fail fast if the submission was
+        never acknowledged by then: that is how :meth:`call` waits for the ack and
+        the result in one go, saving a round trip.
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        next_fetch = time.monotonic() + REFETCH_INTERVAL
+        while task_id not in self._outcomes:
+            if task_id in self._unknown:
+                self._unknown.discard(task_id)
+                raise UnknownTask(task_id)
+            now = time.monotonic()
+            if ack_deadline is not None:
+                err = self._rejected.pop(task_id, None) or self._rejected.pop("*", None)
+                if err is not None:
+                    raise err
+                if task_id in self._acked:
+                    self._acked.discard(task_id)
+                    ack_deadline = None
+                elif now >= ack_deadline:
+                    self._reset()
+                    raise BrokerUnavailable(f"no broker answered at {self.endpoint} within {self.ack_timeout:.1f}s")
+            if deadline is not None and now >= deadline:
+                raise TimeoutError(f"task {task_id} not finished within {timeout}s")
+            if now >= next_fetch:
+                self._send(Command.FETCH, {"ids": [task_id]})
+                next_fetch = now + REFETCH_INTERVAL
+            wake = next_fetch if deadline is None else min(next_fetch, deadline)
+            if ack_deadline is not None:
+                wake = min(wake, ack_deadline)
+            self._pump(max(wake - now, 0.0))
+        self._acked.discard(task_id)
+        return self._outcomes.pop(task_id)
+
+    def result(self, task_id: str, timeout: float | None = None) -> Any:
+        """The task's result; raises :class:`TaskFailed` if it failed, expired or was cancelled."""
+        return outcome_value(self.outcome(task_id, timeout))
+
+    def results(self, ids: list[str], timeout: float | None = None) -> list[dict[str, Any]]:
+        """Outcomes of many tasks, in the order of ``ids``."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        out = []
+        for task_id in ids:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            out.append(self.outcome(task_id, left))
+        return out
+
+    def call(self, kind: str, payload: Any = None, timeout: float | None = None, **opts: Any) -> Any:
+        """Submit and wait: the one-line RPC (ack and result awaited together)."""
+        self._check_reachable()
+        task_id = self.submit_nowait(kind, payload, **opts)
+        return outcome_value(self.outcome(task_id, timeout, ack_deadline=time.monotonic() + self.ack_timeout))
+
+    def cancel(self, *ids: str) -> None:
+        self._check_reachable()
+        self._send(Command.CANCEL, {"ids": list(ids)})
+
+    def status(self, ids: list[str] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        self._check_reachable()
+        self._status = None
+        self._send(Command.STATUS, {"ids": ids or []})
+        deadline = time.monotonic() + (timeout or self.ack_timeout)
+        while self._status is None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._reset()
+                raise BrokerUnavailable(f"no broker answered STATUS at {self.endpoint}")
+            self._pump(left)
+        return self._status
+
+    # ------------------------------------------------------------------ events
+
+    def subscribe(self, *topics: str) -> "Subscription":
+        if not self.events_endpoint:
+            raise BusError("no events endpoint known; pass events= to Client")
+        return Subscription(self.ctx, self.events_endpoint, topics)
+
+
+class Subscription:
+    """Iterator of ``(topic, body)`` events; prefix-matched topics, all if none given."""
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, topics: Iterable[str]) -> None:
+        self.sock = ctx.socket(zmq.SUB)
+        self.sock.linger = 0
+        self.sock.rcvhwm = 100_000
+        self.sock.connect(endpoint)
+        topics = list(topics) or [""]
+        for topic in topics:
+            self.sock.subscribe(topic.encode())
+
+    def recv(self, timeout: float | None = None) -> tuple[str, Any] | None:
+        if timeout is not None and not self.sock.poll(timeout * 1000):
+            return None
+        frames = self.sock.recv_multipart()
+        try:
+            return frames[0].decode(errors="replace"), P.unpack(frames[1])
+        except Exception:  # a third-party publisher sent junk: surface it, don't die
+            return frames[0].decode(errors="replace"), {"malformed": True, "frames": len(frames)}
+
+    def __iter__(self) -> Iterator[tuple[str, Any]]:
+        while True:
+            event = self.recv()
+            if event is not None:
+                yield event
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,131 @@
+"""The event plane: an XSUB/XPUB proxy running in libzmq, and the broker's publisher.
+
+The proxy runs in ``zmq.proxy_steerable`` on its own thread, i.e. entirely in C
+without the GIL, so event fan-out costs the broker loop nothing and runs close to
+raw PUB->SUB speed.  Third-party publishers connect a PUB to ``events_in``;
+subscribers connect a SUB to ``events_out``.
+
+The broker publishes through an XPUB *connected* to the proxy's XSUB: subscriptions
+flow upstream to it, so it knows which topics anybody wants and skips building
+events nobody listens to (the common case under load).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import zmq
+
+from .protocol import pack
+
+#: Events queued per subscriber before libzmq drops for that subscriber only.
+DEFAULT_EVENT_HWM = 100_000
+
+
+class EventProxy:
+    """XSUB (publishers in) -> XPUB (subscribers out), steerable so it stops cleanly."""
+
+    def __init__(self, ctx: zmq.Context, events_in: str, events_out: str, hwm: int = DEFAULT_EVENT_HWM) -> None:
+        self.ctx = ctx
+        self.events_in = events_in
+        self.events_out = events_out
+        self.inproc = f"inproc://orchflow-events-{id(self):x}"
+        self._control = f"inproc://orchflow-events-ctl-{id(self):x}"
+        self.hwm = hwm
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="orchflow-event-proxy", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait(10)
+        if self._error is not None:
+            raise self._error
+
+    def _run(self) -> None:
+        xsub = self.ctx.socket(zmq.XSUB)
+        xpub = self.ctx.socket(zmq.XPUB)
+        ctl = self.ctx.socket(zmq.PAIR)
+        try:
+            for s in (xsub, xpub, ctl):
+                s.linger = 0
+            xsub.rcvhwm = self.hwm
+            xpub.sndhwm = self.hwm  # slow subscribers lose events, never stall the proxy
+            xsub.bind(self.events_in)
+            xsub.bind(self.inproc)
+            xpub.bind(self.events_out)
+            ctl.bind(self._control)
+        except BaseException as exc:  # surfaced to start()
+            self._error = exc
+            for s in (xsub, xpub, ctl):
+                s.close()
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            zmq.proxy_steerable(xsub, xpub, None, ctl)
+        except zmq.ContextTerminated:
+            pass
+        finally:
+            for s in (xsub, xpub, ctl):
+                s.close(linger=0)
+
+    def stop(self) -> None:
+        if not self._thread.is_alive():
+            return
+        ctl = self.ctx.socket(zmq.PAIR)
+        ctl.linger = 0
+        ctl.connect(self._control)
+        ctl.send(b"TERMINATE")
+        ctl.close()
+        self._thread.join(5)
+
+
+class EventPublisher:
+    """Publishes ``[topic, msgpack body]`` and knows which topics have subscribers."""
+
+    def __init__(self, ctx: zmq.Context, proxy_inproc: str, hwm: int = DEFAULT_EVENT_HWM) -> None:
+        self.sock = ctx.socket(zmq.XPUB)
+        self.sock.linger = 0
+        self.sock.sndhwm = hwm
+        self.sock.connect(proxy_inproc)
+        self._prefixes: dict[bytes, int] = {}
+        self._wanted: dict[str, bool] = {}
+        self.dropped = 0
+
+    def on_subscription(self) -> None:
+        """Drain subscription changes forwarded by the proxy."""
+        while True:
+            try:
+                msg = self.sock.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            if not msg:
+                continue
+            prefix = msg[1:]
+            if msg[0] == 1:
+                self._prefixes[prefix] = self._prefixes.get(prefix, 0) + 1
+            elif msg[0] == 0 and prefix in self._prefixes:
+                self._prefixes[prefix] -= 1
+                if self._prefixes[prefix] <= 0:
+                    del self._prefixes[prefix]
+            self._wanted.clear()
+
+    def wants(self, topic: str) -> bool:
+        hit = self._wanted.get(topic)
+        if hit is None:
+            raw = topic.encode()
+            hit = self._wanted[topic] = any(raw.startswith(p) for p in self._prefixes)
+        return hit
+
+    def publish(self, topic: str, body: dict[str, Any]) -> None:
+        if not self.wants(topic):
+            return
+        try:
+            self.sock.send_multipart([topic.encode(), pack(body)], zmq.NOBLOCK)
+        except zmq.Again:
+            self.dropped += 1
+
+    def close(self) -> None:
+        self.sock.close(linger=0)

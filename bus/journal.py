@@ -1,0 +1,70 @@
+"""The broker's durability seam.
+
+The broker calls a :class:`Journal` for every accepted task and every final state,
+then :meth:`Journal.commit` once per loop iteration *before* it acknowledges or
+reports anything: that is group commit, one transaction per batch of messages.
+``store.journal.TaskJournal`` is the LMDB implementation; :class:`MemoryJournal`
+keeps the same contract in memory for tests and for a broker started without a store.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from typing import Any, Iterable
+
+from .protocol import State
+
+
+class Journal(ABC):
+    @abstractmethod
+    def write(self, record: dict[str, Any]) -> None:
+        """Stage the current state of a task (keyed by ``record['id']``)."""
+
+    @abstractmethod
+    def commit(self) -> None:
+        """Make every staged record durable; called before acks are sent."""
+
+    @abstractmethod
+    def replay(self) -> Iterable[dict[str, Any]]:
+        """Every record, for rebuilding broker state after a restart."""
+
+    @abstractmethod
+    def lookup(self, task_id: str) -> dict[str, Any] | None:
+        """The latest committed record of a task, or ``None``."""
+
+    @abstractmethod
+    def compact(self, finished_before: float) -> int:
+        """Drop final records finished before the cutoff; returns how many."""
+
+    def close(self) -> None:
+        pass
+
+
+class MemoryJournal(Journal):
+    """Same contract, no durability: what a broker uses when no store is configured."""
+
+    def __init__(self) -> None:
+        self._records: dict[str, dict[str, Any]] = {}
+        self._staged: list[dict[str, Any]] = []
+
+    def write(self, record: dict[str, Any]) -> None:
+        self._staged.append(record)
+
+    def commit(self) -> None:
+        for rec in self._staged:
+            self._records[rec["id"]] = rec
+        self._staged.clear()
+
+    def replay(self) -> Iterable[dict[str, Any]]:
+        return list(self._records.values())
+
+    def lookup(self, task_id: str) -> dict[str, Any] | None:
+        return self._records.get(task_id)
+
+    def compact(self, finished_before: float) -> int:
+        old = [k for k, r in self._records.items()
+               if r.get("state") in State.FINAL and (r.get("finished") or time.time()) < finished_before]
+        for k in old:
+            del self._records[k]
+        return len(old)

@@ -1,0 +1,234 @@
+"""OFP/1, the Orchflow wire protocol: the only place frames are built or parsed.
+
+Every process that speaks to the broker (clients, agents, the launcher, tests,
+benchmarks) imports this module, so the layout in ``docs/PROTOCOL.md`` has exactly
+one implementation in Python.  A message is three ZeroMQ frames after any routing
+envelope::
+
+    [signature] [command: 1 byte] [body: msgpack, may be empty]
+
+The signature names the peer type and the protocol version (``OFC1`` for clients,
+``OFA1`` for agents), so a peer speaking a future version is told so instead of
+being misread.  Bodies that carry tasks or results are *arrays*, which lets every
+hop batch: one SUBMIT may carry many tasks, one TASK many assignments, one DONE
+many results.  Batching is what makes the bus faster than per-message forwarding.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+from .errors import PayloadTooLarge, ProtocolError
+
+VERSION = 1
+CLIENT = b"OFC1"
+AGENT = b"OFA1"
+_FAMILIES = {b"OFC": CLIENT, b"OFA": AGENT}
+
+#: Default ceiling on one body; larger submissions are refused with ``too-large``.
+MAX_BODY = 16 * 1024 * 1024
+#: Hard ceiling enforced by libzmq itself (ZMQ_MAXMSGSIZE) so a hostile peer cannot
+#: make the broker allocate without bound; bigger frames drop the connection.
+MAX_FRAME = 256 * 1024 * 1024
+
+PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 9, 5
+DEFAULT_MAX_RETRIES = 3
+MAX_ID_LEN = 128
+MAX_KIND_LEN = 128
+
+
+class Command(IntEnum):
+    # client -> broker
+    SUBMIT = 0x01
+    CANCEL = 0x02
+    STATUS = 0x03
+    FETCH = 0x04
+    # broker -> client
+    ACCEPTED = 0x11
+    RESULT = 0x12
+    STATUS_REPLY = 0x13
+    # agent -> broker
+    READY = 0x21
+    PROGRESS = 0x22
+    DONE = 0x23
+    FAILED = 0x24
+    # broker -> agent (CANCEL reuses 0x02 with a list of ids)
+    TASK = 0x31
+    # either direction between broker and agent
+    HEARTBEAT = 0x40
+    DISCONNECT = 0x41
+    # broker -> anyone
+    ERROR = 0x7F
+
+
+_COMMAND_BYTES = {c: bytes([c]) for c in Command}
+_BYTE_COMMANDS = {bytes([c]): c for c in Command}
+
+CLIENT_COMMANDS = frozenset({Command.SUBMIT, Command.CANCEL, Command.STATUS, Command.FETCH})
+AGENT_COMMANDS = frozenset(
+    {Command.READY, Command.PROGRESS, Command.DONE, Command.FAILED, Command.HEARTBEAT, Command.DISCONNECT}
+)
+
+
+class State:
+    """Task states as they appear on the wire, in the journal and in event topics."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+    FINAL = frozenset({"done", "failed", "cancelled", "expired"})
+
+
+# ---------------------------------------------------------------------------
+# encoding
+
+
+def pack(obj: Any) -> bytes:
+    return msgpack.packb(obj, use_bin_type=True)
+
+
+def unpack(data: bytes) -> Any:
+    return msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def message(signature: bytes, command: Command, body: Any = None) -> list[bytes]:
+    """Frames for one message; ``body=None`` sends an empty body frame."""
+    return [signature, _COMMAND_BYTES[command], b"" if body is None else pack(body)]
+
+
+def client_message(command: Command, body: Any = None) -> list[bytes]:
+    return message(CLIENT, command, body)
+
+
+def agent_message(command: Command, body: Any = None) -> list[bytes]:
+    return message(AGENT, command, body)
+
+
+def error_body(code: str, text: str, ids: list[str] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"code": code, "message": text}
+    if ids:
+        body["ids"] = ids
+    return body
+
+
+# ---------------------------------------------------------------------------
+# decoding
+
+
+def parse(frames: list[bytes], signature: bytes, allowed: frozenset[Command] | None = None,
+          max_body: int = MAX_BODY) -> tuple[Command, Any]:
+    """Validate the frame layout and decode the body.
+
+    Raises :class:`ProtocolError` with a stable code for every way a message can
+    be wrong; callers turn that into an ERROR reply and a counter, never a crash.
+    """
+    if len(frames) != 3:
+        raise ProtocolError("bad-frame", f"expected 3 frames (signature, command, body), got {len(frames)}")
+    sig, cmd, body = frames
+    if sig != signature:
+        family = _FAMILIES.get(bytes(sig[:3]))
+        if family == signature:
+            raise ProtocolError("bad-version", f"unsupported protocol version {bytes(sig)!r}; this broker speaks {signature!r}")
+        raise ProtocolError("bad-signature", f"expected signature {signature!r}, got {bytes(sig[:16])!r}")
+    command = _BYTE_COMMANDS.get(bytes(cmd))
+    if command is None or (allowed is not None and command not in allowed):
+        raise ProtocolError("bad-command", f"unknown or misplaced command {bytes(cmd[:4]).hex()}")
+    if len(body) > max_body:
+        raise PayloadTooLarge(len(body), max_body)
+    if not body:
+        return command, None
+    try:
+        return command, unpack(body)
+    except Exception as exc:  # msgpack raises a zoo of types for garbage input
+        raise ProtocolError("bad-body", f"body is not valid msgpack: {type(exc).__name__}") from None
+
+
+# ---------------------------------------------------------------------------
+# typed bodies
+
+
+@dataclass(slots=True)
+class TaskSpec:
+    """A validated submission; the broker builds its task record from this."""
+
+    id: str | None
+    kind: str
+    payload: Any
+    project: str
+    priority: int
+    deadline: float | None
+    max_retries: int
+
+
+def _want(entry: dict, key: str, types: type | tuple[type, ...], default: Any) -> Any:
+    value = entry.get(key, default)
+    if value is default:
+        return value
+    if isinstance(value, bool) or not isinstance(value, types):
+        raise ProtocolError("bad-field", f"field {key!r} must be {getattr(types, '__name__', types)}, got {type(value).__name__}")
+    return value
+
+
+def parse_submission(entry: Any) -> TaskSpec:
+    if not isinstance(entry, dict):
+        raise ProtocolError("bad-field", f"each task must be a map, got {type(entry).__name__}")
+    kind = entry.get("kind")
+    if not isinstance(kind, str) or not kind or len(kind) > MAX_KIND_LEN:
+        raise ProtocolError("bad-field", f"field 'kind' must be a non-empty string of at most {MAX_KIND_LEN} chars")
+    task_id = _want(entry, "id", str, None)
+    if task_id is not None and not (0 < len(task_id) <= MAX_ID_LEN):
+        raise ProtocolError("bad-field", f"field 'id' must be 1..{MAX_ID_LEN} chars")
+    project = _want(entry, "project", str, "default")
+    priority = _want(entry, "priority", int, PRIORITY_DEFAULT)
+    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
+        raise ProtocolError("bad-field", f"field 'priority' must be in {PRIORITY_MIN}..{PRIORITY_MAX}")
+    deadline = _want(entry, "deadline", (int, float), None)
+    if deadline is not None and not math.isfinite(deadline):
+        raise ProtocolError("bad-field", "field 'deadline' must be a finite unix time")
+    max_retries = _want(entry, "max_retries", int, DEFAULT_MAX_RETRIES)
+    if not 0 <= max_retries <= 100:
+        raise ProtocolError("bad-field", "field 'max_retries' must be in 0..100")
+    return TaskSpec(task_id, kind, entry.get("payload"), project, priority,
+                    float(deadline) if deadline is not None else None, max_retries)
+
+
+def parse_ready(body: Any) -> tuple[str, list[str], int]:
+    """READY body: ``{"name": str, "kinds": [str, ...], "capacity": int}``."""
+    if not isinstance(body, dict):
+        raise ProtocolError("bad-body", "READY body must be a map")
+    kinds = body.get("kinds")
+    if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) and k for k in kinds):
+        raise ProtocolError("bad-field", "READY 'kinds' must be a non-empty list of strings")
+    capacity = _want(body, "capacity", int, 1)
+    if not 0 <= capacity <= 100_000:
+        raise ProtocolError("bad-field", "READY 'capacity' must be in 0..100000")
+    name = _want(body, "name", str, "agent")
+    return name[:MAX_ID_LEN], kinds, capacity
+
+
+def parse_id_list(body: Any, what: str) -> list[str]:
+    """CANCEL/FETCH/STATUS bodies: ``{"ids": [str, ...]}``."""
+    if not isinstance(body, dict) or not isinstance(body.get("ids", []), list):
+        raise ProtocolError("bad-body", f"{what} body must be a map with an 'ids' list")
+    ids = body.get("ids", [])
+    if not all(isinstance(i, str) for i in ids):
+        raise ProtocolError("bad-field", f"{what} 'ids' must be strings")
+    return ids
+
+
+def parse_outcomes(body: Any, what: str) -> list[dict]:
+    """DONE/FAILED/PROGRESS bodies: a list of maps each holding an ``id``."""
+    if not isinstance(body, list):
+        raise ProtocolError("bad-body", f"{what} body must be a list")
+    for entry in body:
+        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
+            raise ProtocolError("bad-field", f"each {what} entry must be a map with a string 'id'")
+    return body

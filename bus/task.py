@@ -1,0 +1,77 @@
+"""The broker's record of one task, and how it is written to the journal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .protocol import State, TaskSpec
+
+_FIELDS = ("id", "kind", "payload", "project", "priority", "deadline", "max_retries",
+           "attempts", "state", "result", "error", "submitted", "finished")
+
+
+class Task:
+    """Mutable state of a task while the broker owns it.
+
+    ``__slots__`` keeps a queued task small (tens of thousands may wait in memory)
+    and attribute access fast on the dispatch path.
+    """
+
+    __slots__ = _FIELDS + ("agent", "watchers", "seq")
+
+    def __init__(self, task_id: str, kind: str, payload: Any, project: str, priority: int,
+                 deadline: float | None, max_retries: int, submitted: float) -> None:
+        self.id = task_id
+        self.kind = kind
+        self.payload = payload
+        self.project = project
+        self.priority = priority
+        self.deadline = deadline
+        self.max_retries = max_retries
+        self.attempts = 0
+        self.state = State.QUEUED
+        self.result: Any = None
+        self.error: str | None = None
+        self.submitted = submitted
+        self.finished: float | None = None
+        self.agent: bytes | None = None
+        self.watchers: list[bytes] = []
+        self.seq = 0
+
+    @classmethod
+    def from_spec(cls, spec: TaskSpec, task_id: str, now: float) -> "Task":
+        return cls(task_id, spec.kind, spec.payload, spec.project, spec.priority,
+                   spec.deadline, spec.max_retries, now)
+
+    def to_record(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in _FIELDS}
+
+    @classmethod
+    def from_record(cls, rec: dict[str, Any]) -> "Task":
+        task = cls(rec["id"], rec["kind"], rec.get("payload"), rec.get("project", "default"),
+                   rec.get("priority", 5), rec.get("deadline"), rec.get("max_retries", 3),
+                   rec.get("submitted", 0.0))
+        task.attempts = rec.get("attempts", 0)
+        task.state = rec.get("state", State.QUEUED)
+        task.result = rec.get("result")
+        task.error = rec.get("error")
+        task.finished = rec.get("finished")
+        return task
+
+    def outcome(self) -> dict[str, Any]:
+        """The RESULT entry a client receives."""
+        out: dict[str, Any] = {"id": self.id, "state": self.state, "attempts": self.attempts}
+        if self.state == State.DONE:
+            out["result"] = self.result
+        else:
+            out["error"] = self.error
+        return out
+
+    def assignment(self) -> dict[str, Any]:
+        """The TASK entry an agent receives."""
+        return {"id": self.id, "kind": self.kind, "payload": self.payload, "project": self.project,
+                "deadline": self.deadline, "attempt": self.attempts}
+
+
+def outcome_of_record(rec: dict[str, Any]) -> dict[str, Any]:
+    return Task.from_record(rec).outcome()

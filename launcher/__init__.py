@@ -1,0 +1,1 @@
+"""orchflow-launch: start, supervise and stop the swarm."""
