@@ -23,7 +23,7 @@ import time
 import traceback
 import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import zmq
@@ -38,18 +38,32 @@ log = logging.getLogger("orchflow.agent")
 Handler = Callable[..., Any]
 
 
-@dataclass
 class TaskContext:
     """What a handler knows about its task, and its way to talk back."""
 
-    id: str
-    kind: str
-    payload: Any
-    project: str
-    attempt: int
-    deadline: float | None
-    cancelled: threading.Event = field(default_factory=threading.Event)
-    _report: Callable[[str, str, Any], None] | None = field(default=None, repr=False)
+    __slots__ = ("id", "kind", "payload", "project", "attempt", "deadline", "_cancelled", "_report")
+
+    def __init__(self, task_id: str, kind: str, payload: Any, project: str, attempt: int,
+                 deadline: float | None, report: Callable[[str, str, Any], None] | None = None) -> None:
+        self.id = task_id
+        self.kind = kind
+        self.payload = payload
+        self.project = project
+        self.attempt = attempt
+        self.deadline = deadline
+        self._cancelled: threading.Event | None = None
+        self._report = report
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set once the broker cancels the task.
+
+        Made eagerly for threaded/async handlers (two threads touch it) and lazily
+        for inline ones, which run on the loop thread and are never cancelled mid-run.
+        """
+        if self._cancelled is None:
+            self._cancelled = threading.Event()
+        return self._cancelled
 
     def progress(self, data: Any) -> None:
         """Stream a progress update; published as a ``task.progress`` event."""
@@ -58,7 +72,7 @@ class TaskContext:
 
     def check_cancelled(self) -> None:
         """Raise :class:`TaskCancelled` if the broker cancelled this task."""
-        if self.cancelled.is_set():
+        if self._cancelled is not None and self._cancelled.is_set():
             raise TaskCancelled(self.id)
 
 
@@ -218,10 +232,9 @@ class Agent:
 
     def _drain_broker(self, sock: zmq.Socket) -> None:
         for _ in range(256):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
+            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 return
+            frames = sock.recv_multipart(zmq.NOBLOCK)
             try:
                 command, body = P.parse(frames, P.AGENT)
             except P.ProtocolError as exc:
@@ -250,7 +263,7 @@ class Agent:
             self._failed.append({"id": task_id, "error": f"{self.name} has no handler for {a.get('kind')!r}"})
             return
         ctx = TaskContext(task_id, a["kind"], a.get("payload"), a.get("project", "default"),
-                          a.get("attempt", 1), a.get("deadline"), _report=self._report)
+                          a.get("attempt", 1), a.get("deadline"), self._report)
         args = (ctx.payload, ctx) if reg.wants_ctx else (ctx.payload,)
         if reg.inline:
             ctx._report = self._report_inline
@@ -260,6 +273,7 @@ class Agent:
                 self._failed.append(self._failure(task_id, exc))
             self.completed += 1
             return
+        ctx._cancelled = threading.Event()  # before any thread sees ctx: no creation race
         self._running[task_id] = ctx
         if reg.is_async:
             fut = asyncio.run_coroutine_threadsafe(self._run_async(reg, args, ctx), self._aloop)
@@ -311,11 +325,8 @@ class Agent:
             self._progress.append({"id": task_id, "data": data})
 
     def _drain_outbox(self, outbox: zmq.Socket) -> None:
-        while True:
-            try:
-                what, task_id, data = P.unpack(outbox.recv(zmq.NOBLOCK))
-            except zmq.Again:
-                return
+        while outbox.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            what, task_id, data = P.unpack(outbox.recv(zmq.NOBLOCK))
             if what == "progress":
                 if task_id in self._running:
                     self._progress.append({"id": task_id, "data": data})
@@ -326,7 +337,7 @@ class Agent:
                 continue
             self.completed += 1
             if what == "done":
-                if ctx.cancelled.is_set():
+                if ctx._cancelled is not None and ctx._cancelled.is_set():
                     self._failed.append({"id": task_id, "error": "cancelled"})
                 else:
                     self._done.append({"id": task_id, "result": data})

@@ -165,8 +165,10 @@ class Broker:
         poller.register(self.frontend, zmq.POLLIN)
         poller.register(self.backend, zmq.POLLIN)
         poller.register(self.events.sock, zmq.POLLIN)
-        interval = self.config.heartbeat_interval
-        next_tick = time.monotonic() + interval
+        # Liveness is checked ten times per heartbeat interval, so a silent agent is
+        # declared lost at most interval/10 after its liveness window closes.
+        tick = self.config.heartbeat_interval / 10
+        next_tick = time.monotonic() + tick
         next_compact = time.monotonic() + self.config.compact_interval
         try:
             while not self._stop.is_set():
@@ -184,7 +186,7 @@ class Broker:
                     self._expire(time.time())
                 if now_m >= next_tick:
                     self._heartbeat(now_m)
-                    next_tick = now_m + interval
+                    next_tick = now_m + tick
                 if now_m >= next_compact:
                     self._compact()
                     next_compact = now_m + self.config.compact_interval
@@ -208,12 +210,12 @@ class Broker:
             self.journal.close()
 
     def _drain(self, sock: zmq.Socket, handler) -> None:
+        # Checking EVENTS is far cheaper than letting recv raise zmq.Again each turn.
+        recv, events = sock.recv_multipart, sock.getsockopt
         for _ in range(DRAIN_BATCH):
-            try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
-            except zmq.Again:
+            if not events(zmq.EVENTS) & zmq.POLLIN:
                 return
-            handler(frames)
+            handler(recv(zmq.NOBLOCK))
 
     def _next_deadline_monotonic(self, now_m: float) -> float:
         if not self._deadlines:
@@ -257,14 +259,16 @@ class Broker:
                     existing.watchers.append(identity)
                 if existing.state in State.FINAL:
                     self._results.setdefault(identity, []).append(existing.outcome())
-                acks.append(task_id)
+                if spec.ack:
+                    acks.append(task_id)
                 continue
             task = Task.from_spec(spec, task_id, now)
             task.watchers.append(identity)
             self.counters.submitted += 1
             self.journal.write(task.to_record())
             self._enqueue(task)
-            acks.append(task_id)
+            if spec.ack:  # ack=false: the caller waits for the RESULT, which follows the same commit
+                acks.append(task_id)
             self._publish("task.queued", task)
 
     def _enqueue(self, task: Task, front: bool = False) -> None:
@@ -499,8 +503,9 @@ class Broker:
         for agent in list(self.agents.values()):
             if now_m > agent.expires:
                 self._lose_agent(agent, "heartbeat lost")
-            elif now_m - agent.last_sent >= self.config.heartbeat_interval * 0.9:
+            elif now_m - agent.last_sent >= self.config.heartbeat_interval:
                 self._send(self.backend, agent.identity, P.agent_message(Command.HEARTBEAT))
+                agent.last_sent = now_m
 
     def _lose_agent(self, agent: AgentRecord, reason: str) -> None:
         del self.agents[agent.identity]

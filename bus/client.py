@@ -42,9 +42,12 @@ def new_id_prefix() -> str:
 
 
 def task_entry(task_id: str, kind: str, payload: Any, priority: int | None, deadline: float | None,
-               timeout: float | None, max_retries: int | None, project: str | None) -> dict[str, Any]:
+               timeout: float | None, max_retries: int | None, project: str | None,
+               ack: bool = True) -> dict[str, Any]:
     """One SUBMIT entry; the only place the client side spells task fields."""
     entry: dict[str, Any] = {"id": task_id, "kind": kind, "payload": payload}
+    if not ack:
+        entry["ack"] = False
     if project is not None:
         entry["project"] = project
     if priority is not None:
@@ -127,11 +130,9 @@ class Client:
         """Receive whatever arrives within ``timeout`` seconds; False if nothing did."""
         if not self._sock.poll(timeout * 1000):
             return False
-        while True:
-            try:
-                frames = self._sock.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return True
+        sock = self._sock
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            frames = sock.recv_multipart(zmq.NOBLOCK)
             try:
                 command, body = P.parse(frames, P.CLIENT)
             except P.ProtocolError:
@@ -151,6 +152,7 @@ class Client:
                     err = TaskRejected(body.get("code", "error"), body.get("message", ""))
                     for task_id in ids or ["*"]:
                         self._rejected[task_id] = err
+        return True
 
     # ------------------------------------------------------------------ tasks
 
@@ -160,11 +162,11 @@ class Client:
     def submit_nowait(self, kind: str, payload: Any = None, *, priority: int | None = None,
                       deadline: float | None = None, timeout: float | None = None,
                       max_retries: int | None = None, project: str | None = None,
-                      task_id: str | None = None) -> str:
+                      task_id: str | None = None, ack: bool = True) -> str:
         """Send without waiting for the ack; for pipelining.  See :meth:`wait_accepted`."""
         task_id = task_id or self.new_id()
         self._send(Command.SUBMIT, [task_entry(task_id, kind, payload, priority, deadline, timeout,
-                                               max_retries, project or self.project)])
+                                               max_retries, project or self.project, ack)])
         return task_id
 
     def submit(self, kind: str, payload: Any = None, **opts: Any) -> str:
@@ -202,40 +204,41 @@ class Client:
             pending = [i for i in pending if i not in self._acked]
         self._acked.difference_update(ids)
 
-    def outcome(self, task_id: str, timeout: float | None = None, ack_deadline: float | None = None) -> dict[str, Any]:
+    def outcome(self, task_id: str, timeout: float | None = None, probe_after: float | None = None) -> dict[str, Any]:
         """Wait for the task's final state and return its RESULT entry.
 
-        With ``ack_deadline`` (monotonic), also fail fast if the submission was
-        never acknowledged by then: that is how :meth:`call` waits for the ack and
-        the result in one go, saving a round trip.
+        With ``probe_after`` (seconds), a task submitted with ``ack=False`` is
+        checked with STATUS if no result came by then, so a dead broker still
+        fails fast with :class:`BrokerUnavailable`: that is how :meth:`call`
+        saves the ACCEPTED message on the fast path.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        next_fetch = time.monotonic() + REFETCH_INTERVAL
+        now = time.monotonic()
+        deadline = None if timeout is None else now + timeout
+        next_fetch = now + REFETCH_INTERVAL
+        probe = None if probe_after is None else now + probe_after
         while task_id not in self._outcomes:
             if task_id in self._unknown:
                 self._unknown.discard(task_id)
                 raise UnknownTask(task_id)
+            err = self._rejected.pop(task_id, None)
+            if err is not None:
+                raise err
             now = time.monotonic()
-            if ack_deadline is not None:
-                err = self._rejected.pop(task_id, None) or self._rejected.pop("*", None)
-                if err is not None:
-                    raise err
-                if task_id in self._acked:
-                    self._acked.discard(task_id)
-                    ack_deadline = None
-                elif now >= ack_deadline:
-                    self._reset()
-                    raise BrokerUnavailable(f"no broker answered at {self.endpoint} within {self.ack_timeout:.1f}s")
             if deadline is not None and now >= deadline:
                 raise TimeoutError(f"task {task_id} not finished within {timeout}s")
-            if now >= next_fetch:
+            if probe is not None and now >= probe:
+                probe = None
+                known = self.status([task_id]).get("tasks", {}).get(task_id)
+                if known is None:
+                    raise UnknownTask(task_id)
+                next_fetch = time.monotonic() + REFETCH_INTERVAL
+            elif now >= next_fetch:
                 self._send(Command.FETCH, {"ids": [task_id]})
                 next_fetch = now + REFETCH_INTERVAL
             wake = next_fetch if deadline is None else min(next_fetch, deadline)
-            if ack_deadline is not None:
-                wake = min(wake, ack_deadline)
+            if probe is not None:
+                wake = min(wake, probe)
             self._pump(max(wake - now, 0.0))
-        self._acked.discard(task_id)
         return self._outcomes.pop(task_id)
 
     def result(self, task_id: str, timeout: float | None = None) -> Any:
@@ -252,10 +255,10 @@ class Client:
         return out
 
     def call(self, kind: str, payload: Any = None, timeout: float | None = None, **opts: Any) -> Any:
-        """Submit and wait: the one-line RPC (ack and result awaited together)."""
+        """Submit and wait: the one-line RPC.  The RESULT doubles as the ack."""
         self._check_reachable()
-        task_id = self.submit_nowait(kind, payload, **opts)
-        return outcome_value(self.outcome(task_id, timeout, ack_deadline=time.monotonic() + self.ack_timeout))
+        task_id = self.submit_nowait(kind, payload, ack=False, **opts)
+        return outcome_value(self.outcome(task_id, timeout, probe_after=self.ack_timeout))
 
     def cancel(self, *ids: str) -> None:
         self._check_reachable()

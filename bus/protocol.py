@@ -69,6 +69,7 @@ class Command(IntEnum):
 _COMMAND_BYTES = {c: bytes([c]) for c in Command}
 _BYTE_COMMANDS = {bytes([c]): c for c in Command}
 
+_BODYLESS = frozenset({Command.HEARTBEAT, Command.DISCONNECT})
 CLIENT_COMMANDS = frozenset({Command.SUBMIT, Command.CANCEL, Command.STATUS, Command.FETCH})
 AGENT_COMMANDS = frozenset(
     {Command.READY, Command.PROGRESS, Command.DONE, Command.FAILED, Command.HEARTBEAT, Command.DISCONNECT}
@@ -145,6 +146,8 @@ def parse(frames: list[bytes], signature: bytes, allowed: frozenset[Command] | N
         raise PayloadTooLarge(len(body), max_body)
     if not body:
         return command, None
+    if command in _BODYLESS:
+        raise ProtocolError("bad-body", f"{command.name} carries no body")
     try:
         return command, unpack(body)
     except Exception as exc:  # msgpack raises a zoo of types for garbage input
@@ -166,6 +169,7 @@ class TaskSpec:
     priority: int
     deadline: float | None
     max_retries: int
+    ack: bool = True
 
 
 def _want(entry: dict, key: str, types: type | tuple[type, ...], default: Any) -> Any:
@@ -196,8 +200,11 @@ def parse_submission(entry: Any) -> TaskSpec:
     max_retries = _want(entry, "max_retries", int, DEFAULT_MAX_RETRIES)
     if not 0 <= max_retries <= 100:
         raise ProtocolError("bad-field", "field 'max_retries' must be in 0..100")
+    ack = entry.get("ack", True)
+    if not isinstance(ack, bool):
+        raise ProtocolError("bad-field", "field 'ack' must be a boolean")
     return TaskSpec(task_id, kind, entry.get("payload"), project, priority,
-                    float(deadline) if deadline is not None else None, max_retries)
+                    float(deadline) if deadline is not None else None, max_retries, ack)
 
 
 def parse_ready(body: Any) -> tuple[str, list[str], int]:

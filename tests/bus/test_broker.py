@@ -1,0 +1,196 @@
+"""The broker with real agent processes on ipc endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+
+import pytest
+
+from bus import BrokerUnavailable, Client, TaskFailed
+from bus.aclient import AsyncClient
+
+
+def collect(sub, topic_prefix: str, count: int, timeout: float = 10.0) -> list[tuple[str, dict]]:
+    events, deadline = [], time.monotonic() + timeout
+    while len(events) < count and time.monotonic() < deadline:
+        event = sub.recv(timeout=max(0.0, deadline - time.monotonic()))
+        if event and event[0].startswith(topic_prefix):
+            events.append(event)
+    return events
+
+
+def subscribed(client: Client, *topics: str):
+    """A subscription known to be live: it has seen an event published after it joined.
+
+    The probe is a task of a kind nobody serves, with a tiny deadline: the broker
+    publishes ``task.queued`` for it without needing any agent.
+    """
+    sub = client.subscribe(*topics, "task.queued")
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        probe = client.submit("test.probe", None, timeout=0.05)
+        event = sub.recv(timeout=0.2)
+        while event is not None:
+            if event[1].get("id") == probe:
+                return sub
+            event = sub.recv(timeout=0.05)
+    raise AssertionError("subscription never became live")
+
+
+def test_round_trip(swarm):
+    swarm.agent("a1", capacity=2)
+    swarm.wait_agents(1)
+    with Client(swarm.endpoints.frontend) as c:
+        assert c.call("sys.echo", {"x": [1, 2, 3], "s": "é"}, timeout=10) == {"x": [1, 2, 3], "s": "é"}
+        out = c.call("shell", {"cmd": "printf 'a\\nb\\n'; exit 3"}, timeout=10)
+        assert out["exit_code"] == 3 and out["stdout"] == "a\nb"
+        with pytest.raises(TaskFailed) as err:
+            c.call("sys.fail", "kaput", timeout=10)
+        assert err.value.state == "failed" and "kaput" in err.value.error
+        ids = c.submit_many("sys.echo", list(range(500)))
+        assert [o["result"] for o in c.results(ids, timeout=20)] == list(range(500))
+
+
+def test_priorities_order_the_queue(swarm):
+    swarm.agent("solo", capacity=1)
+    swarm.wait_agents(1)
+    with Client(swarm.endpoints.frontend) as c:
+        sub = subscribed(c, "task.started")
+        blocker = c.submit("sys.sleep", 0.6)
+        time.sleep(0.1)  # the blocker holds the only credit; everything below queues
+        low = [c.submit("sys.echo", i, priority=1) for i in range(5)]
+        high = [c.submit("sys.echo", i, priority=9) for i in range(5)]
+        mid = [c.submit("sys.echo", i, priority=5) for i in range(5)]
+        c.results([blocker, *low, *high, *mid], timeout=20)
+        started = [b["id"] for _, b in collect(sub, "task.started", 16) if b["id"] != blocker]
+        started = [i for i in started if i in set(low + high + mid)]
+        assert started == high + mid + low
+
+
+def test_cancel_running_and_queued(swarm):
+    swarm.agent("solo", capacity=1)
+    swarm.wait_agents(1)
+    with Client(swarm.endpoints.frontend) as c:
+        running = c.submit("sys.sleep", 30)
+        queued = c.submit("sys.sleep", 30)
+        time.sleep(0.3)
+        assert c.status([running, queued])["tasks"] == {running: "running", queued: "queued"}
+        t = time.monotonic()
+        c.cancel(running, queued)
+        for task_id in (running, queued):
+            with pytest.raises(TaskFailed) as err:
+                c.result(task_id, timeout=5)
+            assert err.value.state == "cancelled"
+        # The agent's sleep was interrupted: its single credit is free again at once.
+        assert c.call("sys.echo", "after", timeout=5) == "after"
+        assert time.monotonic() - t < 5
+
+
+def test_deadline_expiry_queued_and_running(swarm):
+    swarm.agent("solo", capacity=1, kinds="sys.sleep")
+    swarm.wait_agents(1)
+    with Client(swarm.endpoints.frontend) as c:
+        nobody = c.submit("no.such.kind", None, timeout=0.3)
+        slow = c.submit("sys.sleep", 30, timeout=0.5)
+        for task_id in (nobody, slow):
+            with pytest.raises(TaskFailed) as err:
+                c.result(task_id, timeout=5)
+            assert err.value.state == "expired"
+        assert c.call("sys.sleep", 0.01, timeout=5) == 0.01  # the agent was told to stop
+
+
+def test_agent_killed_mid_task_is_completed_by_another(swarm):
+    swarm.agent("a1", capacity=1, kinds="sys.sleep")
+    swarm.agent("a2", capacity=1, kinds="sys.sleep")
+    swarm.wait_agents(2)
+    with Client(swarm.endpoints.frontend) as c:
+        sub = subscribed(c, "task.started", "task.retried", "agent.lost")
+        task = c.submit("sys.sleep", 1.0)
+        started = collect(sub, "task.started", 1)
+        victim = started[0][1]["agent"]
+        swarm.kill(victim, signal.SIGKILL)
+        outcome = c.outcome(task, timeout=15)
+        assert outcome["state"] == "done" and outcome["attempts"] == 2
+        topics = [t for t, _ in collect(sub, "agent.lost", 1, timeout=1)]
+        assert topics == ["agent.lost"]
+
+
+def test_heartbeat_loss_detected_within_three_seconds(swarm):
+    proc = swarm.agent("frozen", capacity=1)
+    swarm.wait_agents(1)
+    with Client(swarm.endpoints.frontend) as c:
+        sub = subscribed(c, "agent.lost")
+        os.kill(proc.pid, signal.SIGSTOP)
+        t = time.monotonic()
+        try:
+            lost = collect(sub, "agent.lost", 1, timeout=6)
+            elapsed = time.monotonic() - t
+            assert lost and lost[0][1]["name"] == "frozen"
+            assert elapsed <= 3.2, f"loss detected after {elapsed:.2f}s"
+            assert c.status()["agents"] == []
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+        # Thawed, it hears DISCONNECT (or misses the broker) and registers again.
+        swarm.wait_agents(1, timeout=10)
+        assert c.call("sys.echo", 1, timeout=5) == 1
+
+
+def test_no_broker_fails_fast(run_dir):
+    missing = f"ipc://{run_dir}/nothing-here"
+    with Client(missing) as c:
+        t = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            c.submit("sys.echo", 1)
+        assert time.monotonic() - t < 0.5
+    stale = os.path.join(run_dir, "stale")
+    open(stale, "w").close()  # a socket file left behind by a dead broker
+    with Client(f"ipc://{stale}", ack_timeout=0.5) as c:
+        t = time.monotonic()
+        with pytest.raises(BrokerUnavailable):
+            c.call("sys.echo", 1)
+        with pytest.raises(BrokerUnavailable):
+            c.submit("sys.echo", 1)
+        assert time.monotonic() - t < 2.0
+
+
+def test_resubmitting_the_same_id_runs_once(swarm):
+    swarm.agent("a1", capacity=4)
+    swarm.wait_agents(1)
+    with Client(swarm.endpoints.frontend) as c:
+        first = c.submit("sys.echo", "once", task_id="fixed-id-1")
+        again = c.submit("sys.echo", "once", task_id="fixed-id-1")
+        assert first == again == "fixed-id-1"
+        assert c.result(first, timeout=5) == "once"
+        counters = c.status()["counters"]
+        assert counters["duplicates"] == 1
+
+
+def test_progress_is_streamed_as_events(swarm):
+    swarm.agent("a1", capacity=1)
+    swarm.wait_agents(1)
+    with Client(swarm.endpoints.frontend) as c:
+        sub = subscribed(c, "task.progress")
+        task = c.submit("shell", {"cmd": "for i in 1 2 3; do echo line$i; done"})
+        assert c.result(task, timeout=10)["exit_code"] == 0
+        lines = [b["data"]["line"] for _, b in collect(sub, "task.progress", 3) if b["id"] == task]
+        assert lines == ["line1", "line2", "line3"]
+
+
+def test_async_client(swarm):
+    swarm.agent("a1", capacity=8)
+    swarm.wait_agents(1)
+
+    async def main():
+        async with AsyncClient(swarm.endpoints.frontend) as c:
+            results = await asyncio.gather(*(c.call("sys.echo", i, timeout=10) for i in range(50)))
+            assert results == list(range(50))
+            task = await c.submit("sys.sleep", 30)
+            await c.cancel(task)
+            with pytest.raises(TaskFailed):
+                await c.result(task, timeout=5)
+            assert (await c.status())["counters"]["cancelled"] == 1
+
+    asyncio.run(main())
