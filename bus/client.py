@@ -246,13 +246,30 @@ class Client:
         return outcome_value(self.outcome(task_id, timeout))
 
     def results(self, ids: list[str], timeout: float | None = None) -> list[dict[str, Any]]:
-        """Outcomes of many tasks, in the order of ``ids``."""
+        """Outcomes of many tasks, in the order of ``ids``.
+
+        Waiting ids are re-registered in bulk every :data:`REFETCH_INTERVAL`, so
+        a broker restart mid-wait costs one FETCH round, not one per task.
+        """
         deadline = None if timeout is None else time.monotonic() + timeout
-        out = []
-        for task_id in ids:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            out.append(self.outcome(task_id, left))
-        return out
+        next_fetch = time.monotonic() + REFETCH_INTERVAL
+        pending = [i for i in ids if i not in self._outcomes]
+        while pending:
+            unknown = [i for i in pending if i in self._unknown]
+            if unknown:
+                self._unknown.difference_update(unknown)
+                raise UnknownTask(unknown[0])
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                raise TimeoutError(f"{len(pending)} of {len(ids)} tasks not finished within {timeout}s")
+            if now >= next_fetch:
+                for start in range(0, len(pending), 5000):
+                    self._send(Command.FETCH, {"ids": pending[start:start + 5000]})
+                next_fetch = now + REFETCH_INTERVAL
+            wake = next_fetch if deadline is None else min(next_fetch, deadline)
+            if self._pump(max(wake - now, 0.0)):
+                pending = [i for i in pending if i not in self._outcomes]
+        return [self._outcomes.pop(i) for i in ids]
 
     def call(self, kind: str, payload: Any = None, timeout: float | None = None, **opts: Any) -> Any:
         """Submit and wait: the one-line RPC.  The RESULT doubles as the ack."""

@@ -1,0 +1,86 @@
+"""One LMDB Environment per process per path, reopened after fork, grown when full.
+
+LMDB forbids opening the same environment twice in one process and must not be
+used across fork, so every Memory and TaskJournal gets its Environment here.
+Writers go through :func:`write`, which turns MapFullError into a doubled map and
+a retry, and adopts a map another process grew (MapResizedError).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any, Callable, TypeVar
+
+import lmdb
+
+from .errors import CorruptStore
+
+T = TypeVar("T")
+
+DEFAULT_MAP_SIZE = 64 * 1024 * 1024
+MAX_DBS = 16
+
+_lock = threading.Lock()
+_envs: dict[str, tuple[int, lmdb.Environment]] = {}
+
+
+def open_env(path: str, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True) -> lmdb.Environment:
+    """The process's Environment for ``path`` (created 0700 if absent)."""
+    path = os.path.abspath(path)
+    pid = os.getpid()
+    with _lock:
+        cached = _envs.get(path)
+        if cached is not None and cached[0] == pid:
+            return cached[1]
+        if cached is not None:
+            # Inherited across fork: py-lmdb still counts it as open here, so close the
+            # child's copy first.  Safe: fcntl locks are not inherited, and LMDB only
+            # clears reader slots carrying this (new) pid, of which there are none.
+            cached[1].close()
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        try:
+            env = lmdb.open(path, map_size=map_size, max_dbs=MAX_DBS, sync=sync, metasync=sync,
+                            max_readers=512, readahead=False, lock=True)
+        except lmdb.Error as exc:
+            raise CorruptStore(f"cannot open LMDB environment at {path}: {exc}") from None
+        env.reader_check()  # free slots of readers that died (kill -9) before we came
+        _envs[path] = (pid, env)
+        return env
+
+
+def close_env(path: str) -> None:
+    with _lock:
+        cached = _envs.pop(os.path.abspath(path), None)
+        if cached is not None and cached[0] == os.getpid():
+            cached[1].close()
+
+
+def write(env: lmdb.Environment, fn: Callable[[lmdb.Transaction], T]) -> T:
+    """Run ``fn`` in a write transaction, growing the map as often as needed."""
+    while True:
+        try:
+            with env.begin(write=True) as txn:
+                return fn(txn)
+        except lmdb.MapFullError:
+            env.set_mapsize(env.info()["map_size"] * 2)
+        except lmdb.MapResizedError:
+            env.set_mapsize(0)  # another process grew it: adopt the new size
+
+
+def read(env: lmdb.Environment, fn: Callable[[lmdb.Transaction], T]) -> T:
+    while True:
+        try:
+            with env.begin() as txn:
+                return fn(txn)
+        except lmdb.MapResizedError:
+            env.set_mapsize(0)
+
+
+def orchflow_home() -> str:
+    """``$ORCHFLOW_HOME`` or ``~/.orchflow``: where memory, journal and run files live."""
+    return os.path.abspath(os.environ.get("ORCHFLOW_HOME") or os.path.join(os.path.expanduser("~"), ".orchflow"))
+
+
+def info(env: lmdb.Environment) -> dict[str, Any]:
+    return {**env.info(), **env.stat()}
