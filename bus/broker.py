@@ -96,8 +96,8 @@ class Broker:
     def __init__(self, config: BrokerConfig, journal: Journal | None = None,
                  router: Router | None = None, ctx: zmq.Context | None = None) -> None:
         self.config = config
-        self.journal = journal or MemoryJournal()
-        self.router = router or LeastLoaded()
+        self.journal = journal if journal is not None else MemoryJournal()  # an empty journal is falsy
+        self.router = router if router is not None else LeastLoaded()
         self.ctx = ctx or zmq.Context.instance()
         self.counters = Counters()
         self.tasks: dict[str, Task] = {}          # live tasks, not yet final

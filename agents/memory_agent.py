@@ -1,0 +1,122 @@
+"""The memory agent: swarm memory over the bus, for agents in any language.
+
+Kinds ``memory.get/put/delete/items/cas/incr/search/namespaces``.  Payloads name a
+namespace with ``ns`` (default: the task's own ``project:<name>``).  Reads may look
+anywhere; writes are allowed only to the task's own project namespace and to
+``shared``, so one project cannot overwrite another's memory through the bus.
+
+A feed thread tails the store's change feed and publishes ``memory.changed``
+events, whichever process made the change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import threading
+from typing import Any
+
+import zmq
+
+from bus import protocol as P
+from store import SHARED, Forbidden, Memory, project_namespace
+
+from .runtime import Agent, TaskContext
+
+WRITE_KINDS = {"memory.put", "memory.delete", "memory.cas", "memory.incr"}
+
+
+class MemoryService:
+    def __init__(self, memory: Memory) -> None:
+        self.memory = memory
+
+    @staticmethod
+    def namespace(payload: dict, ctx: TaskContext, write: bool) -> str:
+        own = project_namespace(ctx.project)
+        ns = payload.get("ns") or own
+        if write and ns not in (own, SHARED):
+            raise Forbidden(f"project {ctx.project!r} may write only {own!r} and {SHARED!r}, not {ns!r}")
+        return ns
+
+    def handle(self, kind: str, payload: Any, ctx: TaskContext) -> Any:
+        if not isinstance(payload, dict):
+            raise ValueError(f"{kind} payload must be a map")
+        m = self.memory
+        ns = self.namespace(payload, ctx, kind in WRITE_KINDS)
+        key = payload.get("key")
+        if kind == "memory.get":
+            return m.get(ns, key, payload.get("default"))
+        if kind == "memory.put":
+            m.put(ns, key, payload.get("value"), ttl=payload.get("ttl"))
+            return True
+        if kind == "memory.delete":
+            return m.delete(ns, key)
+        if kind == "memory.cas":
+            return m.cas(ns, key, payload.get("expected"), payload.get("value"), ttl=payload.get("ttl"))
+        if kind == "memory.incr":
+            return m.incr(ns, key, payload.get("delta", 1))
+        if kind == "memory.items":
+            return [[k, v] for k, v in m.items(ns, payload.get("prefix", ""))]
+        if kind == "memory.search":
+            return [[k, v] for k, v in m.search(ns, str(payload.get("text", "")))]
+        if kind == "memory.namespaces":
+            return m.namespaces()
+        raise ValueError(f"unknown memory kind {kind!r}")
+
+    def register(self, agent: Agent) -> None:
+        for kind in ("memory.get", "memory.put", "memory.delete", "memory.cas", "memory.incr",
+                     "memory.items", "memory.search", "memory.namespaces"):
+            agent.add_handler(kind, lambda payload, ctx, _k=kind: self.handle(_k, payload, ctx))
+
+
+def publish_changes(memory: Memory, events_in: str, stop: threading.Event, interval: float = 0.1,
+                    sweep_every: float = 60.0) -> None:
+    """Tail the change feed into ``memory.changed`` events, and sweep expired entries.
+
+    Runs on its own thread with its own socket (sockets are not shared across threads).
+    """
+    pub = zmq.Context.instance().socket(zmq.PUB)
+    pub.linger = 0
+    pub.connect(events_in)
+    changes = memory.changes(0, limit=1_000_000)
+    since = changes[-1]["seq"] if changes else 0  # only what happens from now on
+    ticks_per_sweep = max(1, int(sweep_every / interval))
+    tick = 0
+    try:
+        while not stop.wait(interval):
+            tick += 1
+            if tick % ticks_per_sweep == 0:
+                memory.sweep()
+            for change in memory.changes(since):
+                since = change["seq"]
+                pub.send_multipart([b"memory.changed", P.pack(change)])
+    finally:
+        pub.close()
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m agents.memory_agent", description=__doc__)
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--events-in", default=None)
+    ap.add_argument("--memory", default=None, help="LMDB directory (default $ORCHFLOW_HOME/memory)")
+    ap.add_argument("--name", default="memory")
+    ap.add_argument("--capacity", type=int, default=4)
+    ap.add_argument("--heartbeat", type=float, default=1.0)
+    ap.add_argument("--kinds", default=None, help="ignored; memory kinds are fixed")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    memory = Memory(args.memory)
+    agent = Agent(args.endpoint, name=args.name, capacity=args.capacity, heartbeat_interval=args.heartbeat)
+    MemoryService(memory).register(agent)
+    stop = threading.Event()
+    if args.events_in:
+        threading.Thread(target=publish_changes, args=(memory, args.events_in, stop), daemon=True).start()
+    agent.install_signal_handlers()
+    try:
+        agent.run()
+    finally:
+        stop.set()
+
+
+if __name__ == "__main__":
+    main()
