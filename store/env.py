@@ -24,6 +24,17 @@ MAX_DBS = 16
 _lock = threading.Lock()
 _envs: dict[str, tuple[int, lmdb.Environment]] = {}
 
+#: Bumped in a forked child, so handles can tell they are stale without a getpid()
+#: syscall on every operation.
+fork_generation = [0]
+
+
+def _after_fork_in_child() -> None:
+    fork_generation[0] += 1
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
 
 def open_env(path: str, map_size: int = DEFAULT_MAP_SIZE, sync: bool = True) -> lmdb.Environment:
     """The process's Environment for ``path`` (created 0700 if absent)."""

@@ -2,11 +2,14 @@
 
 Layout (named databases in one environment):
 
-* ``mem``  ``namespace \\0 key`` -> msgpack ``[expires_at | nil, value]``
+* ``mem``  ``namespace \\0 key`` -> 8-byte big-endian expiry in ms (0 = never) + msgpack value;
+  the fixed header lets writers see an old entry's expiry without decoding it
 * ``exp``  ``expires_at (8-byte big-endian ms) namespace \\0 key`` -> ``b""``, so the
   TTL sweep reads only what is due
 * ``feed`` ``seq (8-byte big-endian)`` -> msgpack ``{seq, ns, key, op, ts}``: the change
-  feed the bus turns into ``memory.changed`` events
+  feed the bus turns into ``memory.changed`` events.  ``seq`` is the LMDB write
+  transaction id shifted left 16 bits plus the change's index in that transaction:
+  monotonic across processes, and free (no cursor seek per write)
 
 Readers never block (LMDB MVCC); writers are serialized by LMDB across processes,
 which is what makes :meth:`Memory.cas` and :meth:`Memory.incr` lost-update free.
@@ -29,8 +32,10 @@ SEP = b"\x00"
 MAX_KEY_BYTES = 480          # LMDB's key limit is 511; leave room for the expiry prefix
 DEFAULT_MAX_VALUE = 64 * 1024 * 1024
 FEED_KEEP = 100_000          # change-feed entries kept; older ones are trimmed
+FEED_PER_TXN = 1 << 16       # changes one transaction may log (sweeps stop there)
 _U64 = struct.Struct(">Q")
-_MISSING = object()
+_NEVER = _U64.pack(0)
+_FORKS = E.fork_generation
 
 
 def project_namespace(project: str) -> str:
@@ -47,7 +52,7 @@ class Memory:
         self.map_size = map_size
         self.max_value = max_value
         self.sync = sync
-        self._pid = -1
+        self._prefixes: dict[str, bytes] = {}
         self._open()
 
     def _open(self) -> None:
@@ -55,149 +60,171 @@ class Memory:
         self._mem = self.env.open_db(b"mem")
         self._exp = self.env.open_db(b"exp")
         self._feed = self.env.open_db(b"feed")
-        self._pid = os.getpid()
+        self._generation = E.fork_generation[0]
 
-    def _check_fork(self) -> lmdb.Environment:
-        if self._pid != os.getpid():
+    def _env(self) -> lmdb.Environment:
+        if self._generation != E.fork_generation[0]:  # we are a forked child: reopen
             self._open()
         return self.env
 
     # ------------------------------------------------------------------ encoding
 
-    @staticmethod
-    def _key(namespace: str, key: str) -> bytes:
-        if not isinstance(namespace, str) or not namespace or "\x00" in namespace:
-            raise InvalidKey(f"namespace must be a non-empty string without NUL, got {namespace!r}")
+    def _key(self, namespace: str, key: str) -> bytes:
+        prefix = self._prefixes.get(namespace) if isinstance(namespace, str) else None
+        if prefix is None:
+            if not isinstance(namespace, str) or not namespace or "\x00" in namespace:
+                raise InvalidKey(f"namespace must be a non-empty string without NUL, got {namespace!r}")
+            prefix = self._prefixes[namespace] = namespace.encode() + SEP
         if not isinstance(key, str) or not key or "\x00" in key:
             raise InvalidKey(f"key must be a non-empty string without NUL, got {key!r:.80}")
-        full = namespace.encode() + SEP + key.encode()
+        full = prefix + key.encode()
         if len(full) > MAX_KEY_BYTES:
             raise InvalidKey(f"namespace+key is {len(full)} bytes; the limit is {MAX_KEY_BYTES}")
         return full
 
     def _encode(self, value: Any, expires: float | None) -> bytes:
         try:
-            data = msgpack.packb([expires, value], use_bin_type=True)
+            body = msgpack.packb(value, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as exc:
             raise NotSerializable(f"value of type {type(value).__name__} cannot be stored: {exc}") from None
-        if len(data) > self.max_value:
-            raise ValueTooLarge(len(data), self.max_value)
-        return data
+        if len(body) + 8 > self.max_value:
+            raise ValueTooLarge(len(body) + 8, self.max_value)
+        return (_U64.pack(int(expires * 1000)) if expires is not None else _NEVER) + body
 
     @staticmethod
-    def _decode(full_key: bytes, data: bytes) -> tuple[float | None, Any]:
+    def _expiry_ms(data: bytes) -> int:
+        return _U64.unpack_from(data)[0] if len(data) >= 8 else 0
+
+    @staticmethod
+    def _value(full_key: bytes, data: bytes) -> Any:
         try:
-            expires, value = msgpack.unpackb(data, raw=False, strict_map_key=False)
-            return expires, value
+            return msgpack.unpackb(data[8:], raw=False, strict_map_key=False)  # slicing beats memoryview here
         except Exception:
             raise CorruptValue(f"stored value for {full_key.replace(SEP, b'/')!r} does not decode") from None
 
     @staticmethod
-    def _live(expires: float | None, now: float) -> bool:
-        return expires is None or expires > now
+    def _live(expires_ms: int, now: float) -> bool:
+        return expires_ms == 0 or expires_ms > now * 1000
 
-    def _index_expiry(self, txn: lmdb.Transaction, full: bytes, old: bytes | None, expires: float | None) -> None:
-        if old is not None:
-            old_exp = self._decode(full, old)[0]
-            if old_exp is not None:
-                txn.delete(_U64.pack(int(old_exp * 1000)) + full, db=self._exp)
-        if expires is not None:
-            txn.put(_U64.pack(int(expires * 1000)) + full, b"", db=self._exp)
+    def _reindex(self, txn: lmdb.Transaction, full: bytes, old: bytes | None, new_ms: int) -> None:
+        old_ms = self._expiry_ms(old) if old is not None else 0
+        if old_ms:
+            txn.delete(_U64.pack(old_ms) + full, db=self._exp)
+        if new_ms:
+            txn.put(_U64.pack(new_ms) + full, b"", db=self._exp)
 
-    def _log(self, txn: lmdb.Transaction, namespace: str, key: str, op: str) -> None:
-        cur = txn.cursor(db=self._feed)
-        seq = _U64.unpack(cur.key())[0] + 1 if cur.last() else 1
+    def _log(self, txn: lmdb.Transaction, namespace: str, key: str, op: str, index: int = 0) -> None:
+        seq = (txn.id() << 16) | index
         txn.put(_U64.pack(seq), msgpack.packb({"seq": seq, "ns": namespace, "key": key, "op": op,
                                                 "ts": time.time()}), db=self._feed)
-        if seq > FEED_KEEP and seq % 1000 == 0:  # trim in chunks, not on every write
-            cur.first()
-            while cur.key() and _U64.unpack(cur.key())[0] <= seq - FEED_KEEP:
-                cur.delete()
+        if txn.id() % 1000 == 0 and index == 0:  # trim now and then, not on every write
+            excess = txn.stat(self._feed)["entries"] - FEED_KEEP
+            cur = txn.cursor(db=self._feed)
+            if excess > 0 and cur.first():
+                for _ in range(excess):
+                    if not cur.delete():
+                        break
+
+    def _write(self, fn: Any) -> Any:
+        return E.write(self._env(), fn)
 
     # ------------------------------------------------------------------ API
 
     def put(self, namespace: str, key: str, value: Any, ttl: float | None = None) -> None:
         full = self._key(namespace, key)
-        if ttl is not None and not (isinstance(ttl, (int, float)) and ttl > 0):
+        if ttl is not None and not (isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and ttl > 0):
             raise StoreError(f"ttl must be a positive number of seconds, got {ttl!r}")
-        expires = time.time() + ttl if ttl is not None else None
-        data = self._encode(value, expires)  # before the transaction: bad input changes nothing
+        data = self._encode(value, time.time() + ttl if ttl is not None else None)  # bad input: nothing changes
+        new_ms = self._expiry_ms(data)
+        env = self._env()  # first: after a fork it reopens, and with it the db handles
+        mem = self._mem
 
         def txn_fn(txn: lmdb.Transaction) -> None:
-            old = txn.get(full, db=self._mem)
-            self._index_expiry(txn, full, old, expires)
-            txn.put(full, data, db=self._mem)
+            old = txn.replace(full, data, db=mem)
+            if new_ms or (old is not None and old[:8] != _NEVER):
+                self._reindex(txn, full, old, new_ms)
             self._log(txn, namespace, key, "put")
 
-        E.write(self._check_fork(), txn_fn)
+        E.write(env, txn_fn)
 
     def get(self, namespace: str, key: str, default: Any = None) -> Any:
         full = self._key(namespace, key)
-        data = E.read(self._check_fork(), lambda txn: txn.get(full, db=self._mem))
+        if self._generation != _FORKS[0]:
+            self._open()
+        env = self.env
+        try:
+            with env.begin(db=self._mem) as txn:
+                data = txn.get(full)
+        except lmdb.MapResizedError:
+            env.set_mapsize(0)
+            return self.get(namespace, key, default)
         if data is None:
             return default
-        expires, value = self._decode(full, data)
-        return value if self._live(expires, time.time()) else default
+        if data[:8] != _NEVER and not self._live(self._expiry_ms(data), time.time()):
+            return default
+        try:
+            return msgpack.unpackb(data[8:], raw=False, strict_map_key=False)
+        except Exception:
+            return self._value(full, data)  # raises CorruptValue naming the key
 
     def delete(self, namespace: str, key: str) -> bool:
         full = self._key(namespace, key)
 
         def txn_fn(txn: lmdb.Transaction) -> bool:
-            old = txn.get(full, db=self._mem)
+            old = txn.pop(full, db=self._mem)
             if old is None:
                 return False
-            self._index_expiry(txn, full, old, None)
-            txn.delete(full, db=self._mem)
+            self._reindex(txn, full, old, 0)
             self._log(txn, namespace, key, "delete")
             return True
 
-        return E.write(self._check_fork(), txn_fn)
+        return self._write(txn_fn)
+
+    def _current(self, txn: lmdb.Transaction, full: bytes) -> tuple[bytes | None, Any]:
+        old = txn.get(full, db=self._mem)
+        if old is None or not self._live(self._expiry_ms(old), time.time()):
+            return old, None
+        return old, self._value(full, old)
 
     def cas(self, namespace: str, key: str, expected: Any, new: Any, ttl: float | None = None) -> bool:
         """Set ``new`` only if the current value equals ``expected`` (``None`` = absent)."""
         full = self._key(namespace, key)
-        expires = time.time() + ttl if ttl is not None else None
-        data = self._encode(new, expires)
+        data = self._encode(new, time.time() + ttl if ttl is not None else None)
 
         def txn_fn(txn: lmdb.Transaction) -> bool:
-            old = txn.get(full, db=self._mem)
-            current = None
-            if old is not None:
-                old_exp, value = self._decode(full, old)
-                current = value if self._live(old_exp, time.time()) else None
+            old, current = self._current(txn, full)
             if current != expected:
                 return False
-            self._index_expiry(txn, full, old, expires)
+            self._reindex(txn, full, old, self._expiry_ms(data))
             txn.put(full, data, db=self._mem)
             self._log(txn, namespace, key, "put")
             return True
 
-        return E.write(self._check_fork(), txn_fn)
+        return self._write(txn_fn)
 
     def incr(self, namespace: str, key: str, delta: int | float = 1) -> int | float:
-        """Atomically add ``delta`` (absent counts as 0) and return the new value."""
+        """Atomically add ``delta`` (absent counts as 0) and return the new value; TTL is kept."""
         full = self._key(namespace, key)
 
         def txn_fn(txn: lmdb.Transaction) -> int | float:
-            old = txn.get(full, db=self._mem)
-            current, expires = 0, None
-            if old is not None:
-                expires, current = self._decode(full, old)
-                if not self._live(expires, time.time()):
-                    current, expires = 0, None
+            old, current = self._current(txn, full)
+            if current is None:
+                current, old = 0, None
             if not isinstance(current, (int, float)) or isinstance(current, bool):
                 raise StoreError(f"cannot increment a {type(current).__name__}")
             value = current + delta
-            txn.put(full, self._encode(value, expires), db=self._mem)
+            keep_ms = self._expiry_ms(old) if old is not None else 0
+            txn.put(full, self._encode(value, keep_ms / 1000 if keep_ms else None), db=self._mem)
             self._log(txn, namespace, key, "put")
             return value
 
-        return E.write(self._check_fork(), txn_fn)
+        return self._write(txn_fn)
 
     def items(self, namespace: str, prefix: str = "") -> Iterator[tuple[str, Any]]:
         """Live ``(key, value)`` pairs of a namespace whose key starts with ``prefix``, in key order."""
-        start = self._key(namespace, "x")[:-1] + prefix.encode()
-        skip = len(namespace.encode()) + 1
+        ns_prefix = self._key(namespace, "x")[:-1]
+        start = ns_prefix + prefix.encode()
+        skip = len(ns_prefix)
         now = time.time()
 
         def scan(txn: lmdb.Transaction) -> list[tuple[str, Any]]:
@@ -208,12 +235,11 @@ class Memory:
             for full, data in cur:
                 if not full.startswith(start):
                     break
-                expires, value = self._decode(full, data)
-                if self._live(expires, now):
-                    out.append((full[skip:].decode(), value))
+                if self._live(self._expiry_ms(data), now):
+                    out.append((full[skip:].decode(), self._value(full, data)))
             return out
 
-        return iter(E.read(self._check_fork(), scan))
+        return iter(E.read(self._env(), scan))
 
     def search(self, namespace: str, text: str) -> list[tuple[str, Any]]:
         """Entries whose key, or string value, contains ``text`` (case-insensitive)."""
@@ -231,7 +257,7 @@ class Memory:
                 found = cur.set_range(ns + b"\x01")  # jump past this namespace
             return out
 
-        return E.read(self._check_fork(), scan)
+        return E.read(self._env(), scan)
 
     def sweep(self, now: float | None = None) -> int:
         """Delete entries whose TTL has passed; returns how many."""
@@ -243,19 +269,19 @@ class Memory:
             removed = 0
             if not cur.first():
                 return 0
-            while cur.key() and cur.key()[:8] <= limit:
+            while cur.key() and cur.key()[:8] <= limit and removed < FEED_PER_TXN - 1:
                 full = cur.key()[8:]
                 data = txn.get(full, db=self._mem)
-                if data is not None and not self._live(self._decode(full, data)[0], now):
+                if data is not None and not self._live(self._expiry_ms(data), now):
                     txn.delete(full, db=self._mem)
                     ns, key = full.split(SEP, 1)
-                    self._log(txn, ns.decode(), key.decode(), "expire")
+                    self._log(txn, ns.decode(), key.decode(), "expire", index=removed + 1)
                     removed += 1
                 if not cur.delete():
                     break
             return removed
 
-        return E.write(self._check_fork(), txn_fn)
+        return self._write(txn_fn)
 
     def changes(self, since: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """Change-feed entries with ``seq > since``, oldest first."""
@@ -269,9 +295,9 @@ class Memory:
                     break
             return out
 
-        return E.read(self._check_fork(), scan)
+        return E.read(self._env(), scan)
 
     def stats(self) -> dict[str, Any]:
-        env = self._check_fork()
+        env = self._env()
         return {"path": self.path, "map_size": env.info()["map_size"],
                 "entries": E.read(env, lambda txn: txn.stat(self._mem)["entries"])}

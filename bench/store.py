@@ -1,0 +1,120 @@
+"""Store benchmark: Memory against raw py-lmdb, and bus throughput with the journal on/off.
+
+Raw py-lmdb is measured in the same run, doing the same unit of work per operation
+(one transaction per put or get, same sync setting), on raw bytes.
+
+    python bench/store.py [--ops 20000] [--tasks 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import sys
+import tempfile
+import time
+
+import lmdb
+import msgpack
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from store import Memory  # noqa: E402
+from store import env as E  # noqa: E402
+
+
+def rate(fn, n: int) -> float:
+    t = time.perf_counter()
+    fn(n)
+    return n / (time.perf_counter() - t)
+
+
+def bench_memory(tmp: str, ops: int, sync: bool) -> dict[str, float]:
+    value = {"cmd": "make -j8", "cwd": "/src/project", "n": 42}
+    raw_value = msgpack.packb(value)
+    keys = [f"key{i:08d}" for i in range(ops)]
+
+    raw = lmdb.open(os.path.join(tmp, f"raw{sync}"), map_size=1 << 30, max_dbs=4, sync=sync, metasync=sync)
+    db = raw.open_db(b"mem")
+
+    def raw_put(n: int) -> None:
+        for i in range(n):
+            with raw.begin(write=True, db=db) as txn:
+                txn.put(keys[i].encode(), raw_value)
+
+    def raw_get(n: int) -> None:
+        for i in range(n):
+            with raw.begin(db=db) as txn:
+                txn.get(keys[i].encode())
+
+    # The same job Memory does: store Python objects, so encode/decode them.
+    def raw_put_obj(n: int) -> None:
+        for i in range(n):
+            with raw.begin(write=True, db=db) as txn:
+                txn.put(keys[i].encode(), msgpack.packb(value))
+
+    def raw_get_obj(n: int) -> None:
+        for i in range(n):
+            with raw.begin(db=db) as txn:
+                msgpack.unpackb(txn.get(keys[i].encode()))
+
+    mem = Memory(os.path.join(tmp, f"mem{sync}"), map_size=1 << 30, sync=sync)
+
+    def mem_put(n: int) -> None:
+        for i in range(n):
+            mem.put("project:bench", keys[i], value)
+
+    def mem_get(n: int) -> None:
+        for i in range(n):
+            mem.get("project:bench", keys[i])
+
+    out = {"raw_put": rate(raw_put, ops), "raw_put_obj": rate(raw_put_obj, ops), "mem_put": rate(mem_put, ops),
+           "raw_get": rate(raw_get, ops), "raw_get_obj": rate(raw_get_obj, ops), "mem_get": rate(mem_get, ops)}
+    raw.close()
+    E.close_env(mem.path)
+    return out
+
+
+def load_bus_bench():
+    spec = importlib.util.spec_from_file_location("bus_bench", os.path.join(ROOT, "bench", "bus.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ops", type=int, default=20000)
+    ap.add_argument("--tasks", type=int, default=20000)
+    ap.add_argument("--agents", type=int, default=2)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="orchflow-store-bench-") as tmp:
+        print(f"store benchmark: {args.ops} ops each, one transaction per op\n")
+        print("raw bytes = py-lmdb storing pre-encoded bytes; raw+msgpack = py-lmdb storing the same")
+        print("Python objects Memory stores (encode on put, decode on get); ratio = Memory / raw.\n")
+        print(f"{'operation':28} {'raw bytes/s':>12} {'raw+msgpack/s':>14} {'Memory/s':>10} "
+              f"{'vs bytes':>9} {'vs +msgpack':>12}")
+        fast = bench_memory(tmp, args.ops, sync=False)
+        durable = bench_memory(tmp, max(500, args.ops // 10), sync=True)
+        rows = [("get", fast, "get"), ("put (no fsync)", fast, "put"), ("durable put (fsync/commit)", durable, "put")]
+        for name, r, op in rows:
+            raw_b, raw_o, ours = r[f"raw_{op}"], r[f"raw_{op}_obj"], r[f"mem_{op}"]
+            print(f"{name:28} {raw_b:12.0f} {raw_o:14.0f} {ours:10.0f} {ours / raw_b * 100:8.0f}% "
+                  f"{ours / raw_o * 100:11.0f}%")
+
+        bus_bench = load_bus_bench()
+        print(f"\nbus throughput, {args.tasks} no-op tasks, {args.agents} agents:")
+        print(f"{'journal':28} {'submit()/s':>12} {'submit_many/s':>14}")
+        results = {}
+        for label, journal in (("off (in memory)", False), ("LMDB, fsync per group", True)):
+            r = bus_bench.orchflow_throughput(tmp, args.agents, args.tasks, journal)
+            results[journal] = r
+            print(f"{label:28} {r['single']:12.0f} {r['batched']:14.0f}")
+        print(f"{'durable / non-durable':28} {results[True]['single'] / results[False]['single'] * 100:11.0f}% "
+              f"{results[True]['batched'] / results[False]['batched'] * 100:13.0f}%")
+
+
+if __name__ == "__main__":
+    main()
