@@ -1,0 +1,194 @@
+"""The Supervisor: start the swarm, keep it running, stop it cleanly.
+
+Children are restarted with exponential backoff when they die; a child that keeps
+dying (more than ``max_restarts`` within ``flap_window`` seconds) is given up on
+and reported, instead of burning CPU in a restart loop.  A state file in the run
+directory tells clients where the swarm is and lets ``orchflow-launch stop`` find
+the launcher.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from bus.client import Client
+from bus.endpoints import Endpoints
+from bus.errors import BusError
+
+from .procs import ProcessGroup
+
+log = logging.getLogger("orchflow.launcher")
+
+VERSION = "0.1.0"
+
+
+class LaunchError(Exception):
+    pass
+
+
+@dataclass
+class Child:
+    name: str
+    start: Callable[[], object]
+    restarts: list[float] = field(default_factory=list)
+    backoff: float = 0.5
+    given_up: bool = False
+
+
+@dataclass
+class SwarmConfig:
+    home: Path
+    agents: int = 2
+    agent_capacity: int = 4
+    heartbeat: float = 1.0
+    max_restarts: int = 5
+    flap_window: float = 60.0
+
+    @property
+    def run_dir(self) -> Path:
+        return self.home / "run"
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "state.json"
+
+
+def pid_alive(pid: int) -> bool:
+    """True for a running process; a zombie (exited, not yet reaped by its parent) is not."""
+    try:
+        os.kill(pid, 0)
+    except (OSError, TypeError):
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def read_state(home: Path) -> dict | None:
+    try:
+        return json.loads((home / "run" / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def swarm_running(home: Path) -> dict | None:
+    """The state of a live swarm under ``home``, or None (a stale state file counts as none)."""
+    state = read_state(home)
+    if not state:
+        return None
+    if not pid_alive(state.get("launcher_pid")):
+        return None
+    try:
+        with Client(state["endpoints"]["frontend"], ack_timeout=1.0) as c:
+            c.status()
+    except BusError:
+        return None
+    return state
+
+
+class Supervisor:
+    def __init__(self, config: SwarmConfig) -> None:
+        self.config = config
+        self.group = ProcessGroup(config.run_dir, log_dir=config.home / "logs")
+        (config.home / "logs").mkdir(parents=True, exist_ok=True)
+        self.endpoints: Endpoints = self.group.endpoints
+        self.children: dict[str, Child] = {}
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ start
+
+    def start(self) -> None:
+        cfg = self.config
+        if swarm_running(cfg.home):
+            raise LaunchError(f"a swarm is already running under {cfg.home} (see {cfg.state_file}); "
+                              f"stop it with: orchflow-launch stop")
+        os.chmod(cfg.run_dir, 0o700)
+        journal = str(cfg.home / "journal")
+        memory = str(cfg.home / "memory")
+        self._add("broker", lambda: self.group.broker(journal=journal, heartbeat=cfg.heartbeat))
+        self._add("memory", lambda: self.group.agent(
+            "memory", capacity=4, module="agents.memory_agent", heartbeat=cfg.heartbeat,
+            extra=["--memory", memory, "--events-in", self.endpoints.events_in]))
+        for i in range(cfg.agents):
+            self._add(f"agent{i}", lambda i=i: self.group.agent(f"agent{i}", capacity=cfg.agent_capacity,
+                                                                heartbeat=cfg.heartbeat))
+        self.group.wait_agents(1 + cfg.agents)
+        self._write_state()
+
+    def _add(self, name: str, start: Callable[[], object]) -> None:
+        self.children[name] = Child(name, start)
+        start()
+
+    def _write_state(self) -> None:
+        state = {"version": VERSION, "launcher_pid": os.getpid(), "started": time.time(),
+                 "home": str(self.config.home),
+                 "endpoints": {"frontend": self.endpoints.frontend, "backend": self.endpoints.backend,
+                               "events_in": self.endpoints.events_in, "events": self.endpoints.events},
+                 "pids": {name: proc.pid for name, proc in self.group.procs.items()}}
+        tmp = self.config.state_file.with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        os.replace(tmp, self.config.state_file)  # readers never see half a file
+
+    # ------------------------------------------------------------------ supervise
+
+    def supervise(self, until: Callable[[], bool] | None = None, poll: float = 0.2) -> None:
+        """Restart dead children until stopped (or ``until()`` is true)."""
+        while not self._stop.is_set() and not (until and until()):
+            for child in self.children.values():
+                proc = self.group.procs.get(child.name)
+                if child.given_up or proc is None or proc.poll() is None:
+                    continue
+                self._restart(child, proc.returncode)
+            self._stop.wait(poll)
+
+    def _restart(self, child: Child, code: int | None) -> None:
+        now = time.monotonic()
+        child.restarts = [t for t in child.restarts if now - t < self.config.flap_window]
+        if len(child.restarts) >= self.config.max_restarts:
+            child.given_up = True
+            log.error("%s exited (%s) %d times in %.0fs: giving up on it", child.name, code,
+                      len(child.restarts) + 1, self.config.flap_window)
+            return
+        delay = child.backoff * (2 ** len(child.restarts))
+        log.warning("%s exited with %s; restarting in %.1fs", child.name, code, delay)
+        if self._stop.wait(delay):
+            return
+        child.restarts.append(time.monotonic())
+        child.start()
+        self._write_state()
+
+    # ------------------------------------------------------------------ stop
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.request_stop())
+
+    def shutdown(self) -> None:
+        """Drain agents first (they finish running work), then stop the broker."""
+        for name, proc in list(self.group.procs.items()):
+            if name != "broker" and proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in list(self.group.procs.items()):
+            if name != "broker":
+                try:
+                    proc.wait(30)
+                except Exception:
+                    proc.kill()
+        self.group.close()
+        try:
+            self.config.state_file.unlink()
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,80 @@
+"""orchflow-launch and orchflow end to end, through the installed console scripts."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from launcher.supervisor import pid_alive as alive
+
+
+def wait_for(predicate, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture
+def launched(run_dir):
+    home = os.path.join(run_dir, "home")
+    env = dict(os.environ, ORCHFLOW_HOME=home)
+    proc = subprocess.Popen(["orchflow-launch", "--agents", "2"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    state_file = os.path.join(home, "run", "state.json")
+    try:
+        wait_for(lambda: os.path.exists(state_file), 20, "the state file")
+        yield env, proc, state_file
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        pids = json.load(open(state_file))["pids"].values() if os.path.exists(state_file) else []
+        for pid in pids:  # leave nothing behind even if the test failed midway
+            if alive(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+def orchflow(env, *args: str, timeout: float = 30) -> subprocess.CompletedProcess:
+    return subprocess.run(["orchflow", "--json", *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_launch_use_restart_and_stop(launched):
+    env, proc, state_file = launched
+    state = json.load(open(state_file))
+    assert set(state["pids"]) == {"broker", "memory", "agent0", "agent1"}
+    assert oct(os.stat(os.path.dirname(state_file)).st_mode & 0o777) == "0o700"
+
+    second = subprocess.run(["orchflow-launch"], env=env, capture_output=True, text=True, timeout=30)
+    assert second.returncode == 2 and "already running" in second.stderr
+
+    out = orchflow(env, "submit", "sys.echo", "--payload", '{"hello": "ide"}', "--wait")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["result"] == {"hello": "ide"}
+
+    assert orchflow(env, "--project", "p1", "memory", "put", "k", '"v"').returncode == 0
+    got = orchflow(env, "--project", "p2", "memory", "get", "k", "--ns", "project:p1")
+    assert json.loads(got.stdout) == "v"
+
+    # kill -9 an agent: the launcher starts a new one
+    old = state["pids"]["agent0"]
+    os.kill(old, signal.SIGKILL)
+    wait_for(lambda: json.load(open(state_file))["pids"]["agent0"] != old, 15, "agent0 restarted")
+    status = wait_for(lambda: (lambda s: s if len(s["agents"]) == 3 else None)(
+        json.loads(orchflow(env, "status").stdout)), 15, "three agents registered")
+    assert status["counters"]["agents_lost"] >= 1
+
+    pids = list(json.load(open(state_file))["pids"].values())
+    stop = subprocess.run(["orchflow-launch", "stop"], env=env, capture_output=True, text=True, timeout=60)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
+    proc.wait(30)
+    assert not [p for p in pids if alive(p)]
+    assert not os.path.exists(state_file)
