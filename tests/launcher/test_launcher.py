@@ -68,9 +68,12 @@ def test_launch_use_restart_and_stop(launched):
     old = state["pids"]["agent0"]
     os.kill(old, signal.SIGKILL)
     wait_for(lambda: json.load(open(state_file))["pids"]["agent0"] != old, 15, "agent0 restarted")
-    status = wait_for(lambda: (lambda s: s if len(s["agents"]) == 3 else None)(
-        json.loads(orchflow(env, "status").stdout)), 15, "three agents registered")
-    assert status["counters"]["agents_lost"] >= 1
+    def replaced():  # the dead one declared lost (heartbeat) and the new one registered
+        s = json.loads(orchflow(env, "status").stdout)
+        return s if s["counters"]["agents_lost"] >= 1 and len(s["agents"]) == 3 else None
+
+    status = wait_for(replaced, 15, "the dead agent lost and its replacement registered")
+    assert sorted(a["name"] for a in status["agents"]) == ["agent0", "agent1", "memory"]
 
     pids = list(json.load(open(state_file))["pids"].values())
     stop = subprocess.run(["orchflow-launch", "stop"], env=env, capture_output=True, text=True, timeout=60)
