@@ -9,14 +9,16 @@ a retry, and adopts a map another process grew (MapResizedError).
 from __future__ import annotations
 
 import os
+import struct
 import threading
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Iterator, TypeVar
 
 import lmdb
 
 from .errors import CorruptStore
 
 T = TypeVar("T")
+_U64 = struct.Struct(">Q")
 
 DEFAULT_MAP_SIZE = 64 * 1024 * 1024
 MAX_DBS = 16
@@ -86,6 +88,24 @@ def read(env: lmdb.Environment, fn: Callable[[lmdb.Transaction], T]) -> T:
                 return fn(txn)
         except lmdb.MapResizedError:
             env.set_mapsize(0)
+
+
+def pop_due(txn: lmdb.Transaction, index: Any, before_ms: int, limit: int | None = None) -> Iterator[bytes]:
+    """Remove and yield entries of a time index (``8-byte big-endian ms + suffix``) due before ``before_ms``.
+
+    Yields each entry's suffix (the key it indexes).  The one walk behind both TTL
+    sweeps and journal compaction; ``limit`` caps how many one transaction takes.
+    """
+    cur = txn.cursor(db=index)
+    if not cur.first():
+        return
+    taken = 0
+    while cur.key() and _U64.unpack_from(cur.key())[0] < before_ms and (limit is None or taken < limit):
+        suffix = cur.key()[8:]
+        taken += 1
+        yield suffix
+        if not cur.delete():
+            return
 
 
 def orchflow_home() -> str:

@@ -84,18 +84,11 @@ class TaskJournal(Journal):
             return None
 
     def compact(self, finished_before: float) -> int:
-        limit = _U64.pack(int(finished_before * 1000))
-
         def txn_fn(txn: lmdb.Transaction) -> int:
-            cur = txn.cursor(db=self._finished)
             removed = 0
-            if not cur.first():
-                return 0
-            while cur.key() and cur.key()[:8] < limit:
-                txn.delete(cur.key()[8:], db=self._tasks)
+            for key in E.pop_due(txn, self._finished, int(finished_before * 1000)):
+                txn.delete(key, db=self._tasks)
                 removed += 1
-                if not cur.delete():
-                    break
             return removed
 
         return E.write(self.env, txn_fn)

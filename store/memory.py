@@ -262,23 +262,16 @@ class Memory:
     def sweep(self, now: float | None = None) -> int:
         """Delete entries whose TTL has passed; returns how many."""
         now = time.time() if now is None else now
-        limit = _U64.pack(int(now * 1000))
 
         def txn_fn(txn: lmdb.Transaction) -> int:
-            cur = txn.cursor(db=self._exp)
             removed = 0
-            if not cur.first():
-                return 0
-            while cur.key() and cur.key()[:8] <= limit and removed < FEED_PER_TXN - 1:
-                full = cur.key()[8:]
+            for full in E.pop_due(txn, self._exp, int(now * 1000) + 1, limit=FEED_PER_TXN - 1):
                 data = txn.get(full, db=self._mem)
                 if data is not None and not self._live(self._expiry_ms(data), now):
                     txn.delete(full, db=self._mem)
                     ns, key = full.split(SEP, 1)
-                    self._log(txn, ns.decode(), key.decode(), "expire", index=removed + 1)
                     removed += 1
-                if not cur.delete():
-                    break
+                    self._log(txn, ns.decode(), key.decode(), "expire", index=removed)
             return removed
 
         return self._write(txn_fn)
