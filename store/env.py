@@ -112,6 +112,3 @@ def orchflow_home() -> str:
     """``$ORCHFLOW_HOME`` or ``~/.orchflow``: where memory, journal and run files live."""
     return os.path.abspath(os.environ.get("ORCHFLOW_HOME") or os.path.join(os.path.expanduser("~"), ".orchflow"))
 
-
-def info(env: lmdb.Environment) -> dict[str, Any]:
-    return {**env.info(), **env.stat()}
