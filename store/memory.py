@@ -2,8 +2,10 @@
 
 Layout (named databases in one environment):
 
-* ``mem``  ``namespace \\0 key`` -> 8-byte big-endian expiry in ms (0 = never) + msgpack value;
-  the fixed header lets writers see an old entry's expiry without decoding it
+* ``mem``  ``namespace \\0 key`` -> the msgpack value, or, for an entry with a TTL,
+  ``0xC1`` + 8-byte big-endian expiry in ms + the msgpack value.  0xC1 is the one
+  byte msgpack never uses, so the common no-TTL entry is plain msgpack (nothing to
+  strip on read) and writers see an old entry's expiry without decoding it
 * ``exp``  ``expires_at (8-byte big-endian ms) namespace \\0 key`` -> ``b""``, so the
   TTL sweep reads only what is due
 * ``feed`` ``seq (8-byte big-endian)`` -> msgpack ``{seq, ns, key, op, ts}``: the change
@@ -34,7 +36,8 @@ DEFAULT_MAX_VALUE = 64 * 1024 * 1024
 FEED_KEEP = 100_000          # change-feed entries kept; older ones are trimmed
 FEED_PER_TXN = 1 << 16       # changes one transaction may log (sweeps stop there)
 _U64 = struct.Struct(">Q")
-_NEVER = _U64.pack(0)
+TTL_MARK = 0xC1             # never used by msgpack: marks an entry carrying an expiry header
+_TTL_PREFIX = bytes([TTL_MARK])
 _FORKS = E.fork_generation
 
 
@@ -87,18 +90,20 @@ class Memory:
             body = msgpack.packb(value, use_bin_type=True)
         except (TypeError, ValueError, OverflowError) as exc:
             raise NotSerializable(f"value of type {type(value).__name__} cannot be stored: {exc}") from None
-        if len(body) + 8 > self.max_value:
-            raise ValueTooLarge(len(body) + 8, self.max_value)
-        return (_U64.pack(int(expires * 1000)) if expires is not None else _NEVER) + body
+        if len(body) > self.max_value:
+            raise ValueTooLarge(len(body), self.max_value)
+        if expires is None:
+            return body
+        return _TTL_PREFIX + _U64.pack(int(expires * 1000)) + body
 
     @staticmethod
     def _expiry_ms(data: bytes) -> int:
-        return _U64.unpack_from(data)[0] if len(data) >= 8 else 0
+        return _U64.unpack_from(data, 1)[0] if data[:1] == _TTL_PREFIX and len(data) >= 9 else 0
 
     @staticmethod
     def _value(full_key: bytes, data: bytes) -> Any:
         try:
-            return msgpack.unpackb(data[8:], raw=False, strict_map_key=False)  # slicing beats memoryview here
+            return msgpack.unpackb(data[9:] if data[:1] == _TTL_PREFIX else data, raw=False, strict_map_key=False)
         except Exception:
             raise CorruptValue(f"stored value for {full_key.replace(SEP, b'/')!r} does not decode") from None
 
@@ -114,10 +119,10 @@ class Memory:
             txn.put(_U64.pack(new_ms) + full, b"", db=self._exp)
 
     def _log(self, txn: lmdb.Transaction, namespace: str, key: str, op: str, index: int = 0) -> None:
-        seq = (txn.id() << 16) | index
-        txn.put(_U64.pack(seq), msgpack.packb({"seq": seq, "ns": namespace, "key": key, "op": op,
-                                                "ts": time.time()}), db=self._feed)
-        if txn.id() % 1000 == 0 and index == 0:  # trim now and then, not on every write
+        txn_id = txn.id()
+        seq = (txn_id << 16) | index
+        txn.put(_U64.pack(seq), msgpack.packb((namespace, key, op, time.time())), db=self._feed)
+        if txn_id % 1000 == 0 and index == 0:  # trim now and then, not on every write
             excess = txn.stat(self._feed)["entries"] - FEED_KEEP
             cur = txn.cursor(db=self._feed)
             if excess > 0 and cur.first():
@@ -141,29 +146,39 @@ class Memory:
 
         def txn_fn(txn: lmdb.Transaction) -> None:
             old = txn.replace(full, data, db=mem)
-            if new_ms or (old is not None and old[:8] != _NEVER):
+            if new_ms or (old and old[0] == TTL_MARK):
                 self._reindex(txn, full, old, new_ms)
             self._log(txn, namespace, key, "put")
 
         E.write(env, txn_fn)
 
     def get(self, namespace: str, key: str, default: Any = None) -> Any:
-        full = self._key(namespace, key)
+        # The hot read path, kept flat: key fast path inline, one transaction, one decode.
+        prefix = self._prefixes.get(namespace) if type(namespace) is str else None
+        if prefix is not None and type(key) is str and key and "\x00" not in key:
+            full = prefix + key.encode()
+            if len(full) > MAX_KEY_BYTES:
+                full = self._key(namespace, key)  # raises InvalidKey
+        else:
+            full = self._key(namespace, key)
         if self._generation != _FORKS[0]:
             self._open()
-        env = self.env
         try:
-            with env.begin(db=self._mem) as txn:
+            with self.env.begin(db=self._mem) as txn:
                 data = txn.get(full)
         except lmdb.MapResizedError:
-            env.set_mapsize(0)
+            self.env.set_mapsize(0)
             return self.get(namespace, key, default)
         if data is None:
             return default
-        if data[:8] != _NEVER and not self._live(self._expiry_ms(data), time.time()):
-            return default
+        if data and data[0] == TTL_MARK:
+            if not self._live(self._expiry_ms(data), time.time()):
+                return default
+            body = data[9:]
+        else:
+            body = data
         try:
-            return msgpack.unpackb(data[8:], raw=False, strict_map_key=False)
+            return msgpack.unpackb(body, raw=False, strict_map_key=False)
         except Exception:
             return self._value(full, data)  # raises CorruptValue naming the key
 
@@ -282,8 +297,9 @@ class Memory:
             out, cur = [], txn.cursor(db=self._feed)
             if not cur.set_range(_U64.pack(since + 1)):
                 return out
-            for _, data in cur:
-                out.append(msgpack.unpackb(data, raw=False))
+            for key, data in cur:
+                ns, name, op, ts = msgpack.unpackb(data, raw=False)
+                out.append({"seq": _U64.unpack(key)[0], "ns": ns, "key": name, "op": op, "ts": ts})
                 if len(out) >= limit:
                     break
             return out

@@ -166,9 +166,14 @@ def test_corrupt_value_is_reported_not_crashed_on(mem):
     mem.put("ns", "good", 1)
     with mem.env.begin(write=True) as txn:  # simulate a foreign writer / bit rot
         txn.put(b"ns\x00bad", b"\xc1\xc1", db=mem._mem)
-    with pytest.raises(CorruptValue) as err:
-        mem.get("ns", "bad")
-    assert "ns/bad" in str(err.value)
+        txn.put(b"ns\x00empty", b"", db=mem._mem)
+        txn.put(b"ns\x00trunc", b"\x93\x01", db=mem._mem)
+    for key in ("bad", "empty", "trunc"):
+        with pytest.raises(CorruptValue) as err:
+            mem.get("ns", key)
+        assert f"ns/{key}" in str(err.value)
+    mem.put("ns", "bad", "overwritten")  # a corrupt entry can be replaced
+    assert mem.get("ns", "bad") == "overwritten"
     assert mem.get("ns", "good") == 1
 
 
