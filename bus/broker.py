@@ -124,9 +124,9 @@ class Broker:
         cfg = self.config
         self.frontend = self._router_socket(cfg.frontend)
         self.backend = self._router_socket(cfg.backend)
-        self.proxy = EventProxy(self.ctx, cfg.events_in, cfg.events_out, cfg.event_hwm)
+        self.proxy = EventProxy(cfg.events_in, cfg.events_out, cfg.event_hwm)
         self.proxy.start()
-        self.events = EventPublisher(self.ctx, self.proxy.inproc, cfg.event_hwm)
+        self.events = EventPublisher(self.proxy, cfg.event_hwm)
         self._replay()
         self._bound = True
 

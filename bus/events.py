@@ -1,8 +1,10 @@
 """The event plane: an XSUB/XPUB proxy running in libzmq, and the broker's publisher.
 
-The proxy runs in ``zmq.proxy_steerable`` on its own thread, i.e. entirely in C
-without the GIL, so event fan-out costs the broker loop nothing and runs close to
-raw PUB->SUB speed.  Third-party publishers connect a PUB to ``events_in``;
+The proxy runs in ``zmq.proxy`` on its own thread, i.e. entirely in C without the
+GIL, so event fan-out costs the broker loop nothing and runs close to raw PUB->SUB
+speed.  It has a context of its own, and stopping it terminates that context: the
+blocked proxy returns with ETERM.  (``proxy_steerable``'s TERMINATE was sometimes
+never seen with libzmq 4.3.5, leaving the broker waiting at shutdown.)  Third-party publishers connect a PUB to ``events_in``;
 subscribers connect a SUB to ``events_out``.
 
 The broker publishes through an XPUB *connected* to the proxy's XSUB: subscriptions
@@ -24,14 +26,13 @@ DEFAULT_EVENT_HWM = 100_000
 
 
 class EventProxy:
-    """XSUB (publishers in) -> XPUB (subscribers out), steerable so it stops cleanly."""
+    """XSUB (publishers in) -> XPUB (subscribers out), in libzmq, on a private context."""
 
-    def __init__(self, ctx: zmq.Context, events_in: str, events_out: str, hwm: int = DEFAULT_EVENT_HWM) -> None:
-        self.ctx = ctx
+    def __init__(self, events_in: str, events_out: str, hwm: int = DEFAULT_EVENT_HWM) -> None:
+        self.ctx = zmq.Context()  # private: terminating it is how the proxy stops
         self.events_in = events_in
         self.events_out = events_out
         self.inproc = f"inproc://orchflow-events-{id(self):x}"
-        self._control = f"inproc://orchflow-events-ctl-{id(self):x}"
         self.hwm = hwm
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -41,55 +42,49 @@ class EventProxy:
         self._thread.start()
         self._ready.wait(10)
         if self._error is not None:
+            self.ctx.term()
             raise self._error
 
     def _run(self) -> None:
         xsub = self.ctx.socket(zmq.XSUB)
         xpub = self.ctx.socket(zmq.XPUB)
-        ctl = self.ctx.socket(zmq.PAIR)
         try:
-            for s in (xsub, xpub, ctl):
+            for s in (xsub, xpub):
                 s.linger = 0
             xsub.rcvhwm = self.hwm
             xpub.sndhwm = self.hwm  # slow subscribers lose events, never stall the proxy
             xsub.bind(self.events_in)
             xsub.bind(self.inproc)
             xpub.bind(self.events_out)
-            ctl.bind(self._control)
         except BaseException as exc:  # surfaced to start()
             self._error = exc
-            for s in (xsub, xpub, ctl):
-                s.close()
+            xsub.close()
+            xpub.close()
             self._ready.set()
             return
         self._ready.set()
         try:
-            zmq.proxy_steerable(xsub, xpub, None, ctl)
+            zmq.proxy(xsub, xpub)
         except zmq.ContextTerminated:
             pass
         finally:
-            for s in (xsub, xpub, ctl):
-                s.close(linger=0)
+            xsub.close(linger=0)
+            xpub.close(linger=0)
 
     def stop(self) -> None:
-        if not self._thread.is_alive():
-            return
-        ctl = self.ctx.socket(zmq.PAIR)
-        ctl.linger = 0
-        ctl.connect(self._control)
-        ctl.send(b"TERMINATE")
-        ctl.close()
+        """Close every other socket of ``self.ctx`` (the publisher) before calling this."""
+        self.ctx.term()
         self._thread.join(5)
 
 
 class EventPublisher:
     """Publishes ``[topic, msgpack body]`` and knows which topics have subscribers."""
 
-    def __init__(self, ctx: zmq.Context, proxy_inproc: str, hwm: int = DEFAULT_EVENT_HWM) -> None:
-        self.sock = ctx.socket(zmq.XPUB)
+    def __init__(self, proxy: EventProxy, hwm: int = DEFAULT_EVENT_HWM) -> None:
+        self.sock = proxy.ctx.socket(zmq.XPUB)  # inproc peers must share a context
         self.sock.linger = 0
         self.sock.sndhwm = hwm
-        self.sock.connect(proxy_inproc)
+        self.sock.connect(proxy.inproc)
         self._prefixes: dict[bytes, int] = {}
         self._wanted: dict[str, bool] = {}
         self.dropped = 0
