@@ -186,7 +186,7 @@ class Agent:
 
     def _send(self, sock: zmq.Socket, command: Command, body: Any = None) -> None:
         try:
-            sock.send_multipart(P.agent_message(command, body), zmq.NOBLOCK)
+            P.send(sock, P.agent_message(command, body))
         except zmq.Again:
             log.warning("%s: broker not keeping up, dropped %s", self.name, command.name)
         self._last_sent = time.monotonic()
@@ -232,9 +232,9 @@ class Agent:
 
     def _drain_broker(self, sock: zmq.Socket) -> None:
         for _ in range(256):
-            if not sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            if not P.readable(sock):
                 return
-            frames = sock.recv_multipart(zmq.NOBLOCK)
+            frames = P.recv(sock)
             try:
                 command, body = P.parse(frames, P.AGENT)
             except P.ProtocolError as exc:
@@ -325,8 +325,8 @@ class Agent:
             self._progress.append({"id": task_id, "data": data})
 
     def _drain_outbox(self, outbox: zmq.Socket) -> None:
-        while outbox.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            what, task_id, data = P.unpack(outbox.recv(zmq.NOBLOCK))
+        while P.readable(outbox):
+            what, task_id, data = P.unpack(P.recv(outbox)[0])
             if what == "progress":
                 if task_id in self._running:
                     self._progress.append({"id": task_id, "data": data})

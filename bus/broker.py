@@ -210,12 +210,11 @@ class Broker:
             self.journal.close()
 
     def _drain(self, sock: zmq.Socket, handler) -> None:
-        # Checking EVENTS is far cheaper than letting recv raise zmq.Again each turn.
-        recv, events = sock.recv_multipart, sock.getsockopt
+        readable, recv = P.readable, P.recv
         for _ in range(DRAIN_BATCH):
-            if not events(zmq.EVENTS) & zmq.POLLIN:
+            if not readable(sock):
                 return
-            handler(recv(zmq.NOBLOCK))
+            handler(recv(sock))
 
     def _next_deadline_monotonic(self, now_m: float) -> float:
         if not self._deadlines:
@@ -581,7 +580,7 @@ class Broker:
 
     def _send(self, sock: zmq.Socket, identity: bytes, frames: list[bytes]) -> bool:
         try:
-            sock.send_multipart([identity, *frames], zmq.NOBLOCK)
+            P.send(sock, [identity, *frames])
             return True
         except (zmq.Again, zmq.ZMQError):
             # Peer gone or not keeping up.  Clients can FETCH; agents that miss a

@@ -122,7 +122,7 @@ class Client:
         if len(frames[2]) > self.max_body:
             raise TaskRejected("too-large", f"message of {len(frames[2])} bytes exceeds the limit of {self.max_body}")
         try:
-            self._sock.send_multipart(frames, zmq.NOBLOCK)
+            P.send(self._sock, frames)
         except zmq.Again:
             raise BrokerUnavailable(f"cannot queue to {self.endpoint}: send buffer full, broker not reading") from None
 
@@ -131,8 +131,8 @@ class Client:
         if not self._sock.poll(timeout * 1000):
             return False
         sock = self._sock
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            frames = sock.recv_multipart(zmq.NOBLOCK)
+        while P.readable(sock):
+            frames = P.recv(sock)
             try:
                 command, body = P.parse(frames, P.CLIENT)
             except P.ProtocolError:

@@ -19,7 +19,7 @@ from typing import Any
 
 import zmq
 
-from .protocol import pack
+from .protocol import pack, readable, recv, send
 
 #: Events queued per subscriber before libzmq drops for that subscriber only.
 DEFAULT_EVENT_HWM = 100_000
@@ -91,11 +91,8 @@ class EventPublisher:
 
     def on_subscription(self) -> None:
         """Drain subscription changes forwarded by the proxy."""
-        while True:
-            try:
-                msg = self.sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                break
+        while readable(self.sock):
+            msg = recv(self.sock)[0]
             if not msg:
                 continue
             prefix = msg[1:]
@@ -118,7 +115,7 @@ class EventPublisher:
         if not self.wants(topic):
             return
         try:
-            self.sock.send_multipart([topic.encode(), pack(body)], zmq.NOBLOCK)
+            send(self.sock, [topic.encode(), pack(body)])
         except zmq.Again:
             self.dropped += 1
 
