@@ -1,0 +1,559 @@
+"""A FANN 2.2 network in numpy: same file format, same outputs, same training steps.
+
+Internally each non-input layer is a dense weight matrix over the contiguous range
+of neurons it may read from (the previous layer for standard and sparse nets, all
+earlier neurons for shortcut nets), with a mask for connections a sparse net lacks.
+One matrix product per layer then serves a single input or a batch of thousands.
+FANN's flat (neuron, connection) lists are kept only as the mapping used to read
+and write files, so a file round-trips unchanged.
+
+Where libfann computes with C ``float`` (its training parameters, the MSE
+accumulator, batch epsilon) this code rounds to float32 at the same points: that is
+what makes epoch-by-epoch MSE and weights match libfann's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import fannfile
+from .activation import SYMMETRIC, Activation, activate, derivative
+from .data import TrainingData
+from .errors import NeuralError
+from .glibc_rand import GlibcRandom
+
+LAYER, SHORTCUT = 0, 1
+INCREMENTAL, BATCH, RPROP, QUICKPROP, SARPROP = range(5)
+ERROR_LINEAR, ERROR_TANH = 0, 1
+STOP_MSE, STOP_BIT = 0, 1
+
+_f32 = np.float32
+
+
+def f32(x: float) -> float:
+    """A C ``float`` parameter as libdoublefann sees it: rounded to float32, used as double."""
+    return float(_f32(x))
+
+
+DEFAULT_HEADER: dict[str, Any] = {
+    "learning_rate": 0.7, "connection_rate": 1.0, "network_type": 0, "learning_momentum": 0.0,
+    "training_algorithm": RPROP, "train_error_function": ERROR_TANH, "train_stop_function": STOP_MSE,
+    "cascade_output_change_fraction": 0.01, "quickprop_decay": -0.0001, "quickprop_mu": 1.75,
+    "rprop_increase_factor": 1.2, "rprop_decrease_factor": 0.5, "rprop_delta_min": 0.0, "rprop_delta_max": 50.0,
+    "rprop_delta_zero": 0.1, "cascade_output_stagnation_epochs": 12, "cascade_candidate_change_fraction": 0.01,
+    "cascade_candidate_stagnation_epochs": 12, "cascade_max_out_epochs": 150, "cascade_min_out_epochs": 50,
+    "cascade_max_cand_epochs": 150, "cascade_min_cand_epochs": 50, "cascade_num_candidate_groups": 2,
+    "bit_fail_limit": 0.35, "cascade_candidate_limit": 1000.0, "cascade_weight_multiplier": 0.4,
+    "cascade_activation_functions_count": 10, "cascade_activation_functions": [3, 5, 7, 8, 10, 11, 14, 15, 16, 17],
+    "cascade_activation_steepnesses_count": 4, "cascade_activation_steepnesses": [0.25, 0.5, 0.75, 1.0],
+    "scale_included": 0,
+}
+#: Not stored in FANN files but part of a network's training state.
+SARPROP_DEFAULTS = {"sarprop_weight_decay_shift": -6.644, "sarprop_step_error_threshold_factor": 0.1,
+                    "sarprop_step_error_shift": 1.385, "sarprop_temperature": 0.015}
+
+
+@dataclass
+class Layer:
+    n0: int                    # first computed neuron (global index)
+    n1: int                    # one past the last computed neuron
+    s0: int                    # first source neuron
+    s1: int                    # one past the last source neuron
+    W: np.ndarray              # (n1-n0, s1-s0) weights, zero where no connection
+    mask: np.ndarray | None    # same shape, bool; None when fully connected
+    act: np.ndarray            # (n,) activation codes
+    steep: np.ndarray          # (n,) steepness
+
+    def groups(self) -> list[tuple[int, np.ndarray]]:
+        return [(int(code), np.flatnonzero(self.act == code)) for code in np.unique(self.act)]
+
+
+class Network:
+    """See the module docstring; construct with :meth:`create_standard`, :meth:`load`, ..."""
+
+    def __init__(self, ff: fannfile.FannFile) -> None:
+        self.header = dict(ff.header)
+        self.scale = ff.scale
+        self.params = dict(SARPROP_DEFAULTS)
+        self.sizes: list[int] = list(self.header["layer_sizes"])
+        self.network_type = int(self.header["network_type"])
+        self.connection_rate = float(self.header["connection_rate"])
+        self.total = sum(self.sizes)
+        firsts = np.cumsum([0] + self.sizes[:-1])
+        self.first = [int(f) for f in firsts]
+        self.num_input = self.sizes[0] - 1
+        has_bias = [True] + [self.network_type == LAYER] * (len(self.sizes) - 1)
+        self.bias_cols = [self.first[i] + self.sizes[i] - 1 for i in range(len(self.sizes)) if has_bias[i]]
+        self.num_output = self.sizes[-1] - (1 if has_bias[-1] else 0)
+        neurons = ff.neurons
+        offsets = np.cumsum([0] + [n for n, _, _ in neurons])
+        self._conn_src = np.array([c for c, _ in ff.connections], dtype=np.int64)
+        weights = np.array([w for _, w in ff.connections], dtype=np.float64)
+        self._conn_layer = np.empty(len(weights), dtype=np.int64)
+        self._conn_row = np.empty(len(weights), dtype=np.int64)
+        self._conn_col = np.empty(len(weights), dtype=np.int64)
+        self._neuron_meta = [(a, s) for _, a, s in neurons]
+        self.layers: list[Layer] = []
+        for li in range(1, len(self.sizes)):
+            n0 = self.first[li]
+            n1 = n0 + self.sizes[li] - (1 if has_bias[li] else 0)
+            if any(neurons[n][0] == 0 for n in range(n0, n1)):
+                raise NeuralError(f"layer {li} has a neuron without inputs where one is computed")
+            c0, c1 = int(offsets[n0]), int(offsets[n1])
+            srcs = self._conn_src[c0:c1]
+            if len(srcs) == 0 or srcs.max() >= n0:
+                raise NeuralError(f"layer {li}: a connection reads a neuron that is not before it")
+            s0 = self.first[li - 1] if self.network_type == LAYER else 0
+            s0 = min(s0, int(srcs.min()))
+            s1 = n0
+            W = np.zeros((n1 - n0, s1 - s0))
+            mask = np.zeros(W.shape, dtype=bool)
+            for n in range(n0, n1):
+                for c in range(int(offsets[n]), int(offsets[n + 1])):
+                    row, col = n - n0, int(self._conn_src[c]) - s0
+                    if mask[row, col]:
+                        raise NeuralError(f"neuron {n} is connected to neuron {col + s0} twice")
+                    W[row, col] = weights[c]
+                    mask[row, col] = True
+                    self._conn_layer[c], self._conn_row[c], self._conn_col[c] = li - 1, row, col
+            act = np.array([neurons[n][1] for n in range(n0, n1)], dtype=np.int64)
+            steep = np.array([neurons[n][2] for n in range(n0, n1)], dtype=np.float64)
+            self.layers.append(Layer(n0, n1, s0, s1, W, None if mask.all() else mask, act, steep))
+        self._sparse_order = self.connection_rate < 1
+        self._offsets = offsets
+        self.reset_training()
+
+    # ------------------------------------------------------------------ construction
+
+    @classmethod
+    def _build(cls, sizes: list[int], network_type: int, connection_rate: float, rng: np.random.Generator,
+               **header: Any) -> "Network":
+        if len(sizes) < 2 or any(int(s) <= 0 for s in sizes):
+            raise NeuralError(f"layer sizes must be >= 2 positive integers, got {sizes}")
+        h = dict(DEFAULT_HEADER, **header)
+        bias = network_type == LAYER
+        layer_sizes = [sizes[0] + 1] + [s + (1 if bias else 0) for s in sizes[1:]]
+        h.update(num_layers=len(sizes), layer_sizes=layer_sizes, network_type=network_type,
+                 connection_rate=connection_rate)
+        neurons, connections = [], []
+        first = np.cumsum([0] + layer_sizes[:-1])
+        for li, size in enumerate(layer_sizes):
+            computed = size - (1 if (li == 0 or bias) else 0)
+            for k in range(size):
+                if li == 0 or k >= computed:
+                    neurons.append((0, 0, 0.0))
+                    continue
+                if network_type == SHORTCUT:
+                    srcs = list(range(int(first[li])))
+                else:
+                    prev = list(range(int(first[li - 1]), int(first[li - 1] + layer_sizes[li - 1])))
+                    srcs = prev
+                    if connection_rate < 1:
+                        keep = max(1, int(round(connection_rate * len(prev))))
+                        srcs = sorted(rng.choice(prev[:-1], size=min(keep, len(prev) - 1), replace=False).tolist())
+                        srcs.append(prev[-1])  # always keep the bias
+                neurons.append((len(srcs), int(Activation.SIGMOID_STEPWISE), 0.5))
+                connections.extend((s, float(rng.uniform(-0.1, 0.1))) for s in srcs)
+        return cls(fannfile.FannFile(h, neurons, connections))
+
+    @classmethod
+    def create_standard(cls, *layers: int, seed: int | None = None) -> "Network":
+        return cls._build(list(layers), LAYER, 1.0, np.random.default_rng(seed))
+
+    @classmethod
+    def create_sparse(cls, connection_rate: float, *layers: int, seed: int | None = None) -> "Network":
+        if not 0 < connection_rate <= 1:
+            raise NeuralError("connection_rate must be in (0, 1]")
+        return cls._build(list(layers), LAYER, float(connection_rate), np.random.default_rng(seed))
+
+    @classmethod
+    def create_shortcut(cls, *layers: int, seed: int | None = None) -> "Network":
+        return cls._build(list(layers), SHORTCUT, 1.0, np.random.default_rng(seed))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Network":
+        with open(path, encoding="ascii", errors="strict") as f:
+            return cls(fannfile.parse(f.read()))
+
+    @classmethod
+    def loads(cls, text: str) -> "Network":
+        return cls(fannfile.parse(text))
+
+    def to_fann(self) -> fannfile.FannFile:
+        neurons = []
+        for n in range(self.total):
+            count = int(self._offsets[n + 1] - self._offsets[n])
+            act, steep = self._neuron_meta[n]
+            neurons.append((count, int(act), float(steep)))
+        for layer in self.layers:  # activation/steepness may have been changed by setters
+            for k, n in enumerate(range(layer.n0, layer.n1)):
+                neurons[n] = (neurons[n][0], int(layer.act[k]), float(layer.steep[k]))
+        weights = [float(self.layers[li].W[r, c]) for li, r, c in zip(self._conn_layer, self._conn_row, self._conn_col)]
+        return fannfile.FannFile(self.header, neurons, list(zip(self._conn_src.tolist(), weights)), self.scale)
+
+    def save(self, path: str | os.PathLike) -> None:
+        tmp = f"{path}.tmp"
+        with open(tmp, "w", encoding="ascii") as f:
+            f.write(fannfile.render(self.to_fann()))
+        os.replace(tmp, path)
+
+    def dumps(self) -> str:
+        return fannfile.render(self.to_fann())
+
+    # ------------------------------------------------------------------ parameters
+
+    @property
+    def training_algorithm(self) -> int:
+        return int(self.header["training_algorithm"])
+
+    @training_algorithm.setter
+    def training_algorithm(self, value: int) -> None:
+        self.header["training_algorithm"] = int(value)
+        self.reset_training()
+
+    def set(self, **params: Any) -> None:
+        """Set header parameters by FANN name (learning_rate=..., rprop_delta_max=..., ...)."""
+        for key, value in params.items():
+            if key in self.params:
+                self.params[key] = value
+            elif key in self.header and key not in ("layer_sizes", "num_layers", "network_type", "connection_rate"):
+                self.header[key] = value
+            else:
+                raise NeuralError(f"unknown or read-only parameter {key!r}")
+
+    def set_activation(self, function: int, layer: int | None = None, neuron: int | None = None,
+                       steepness: float | None = None) -> None:
+        """Per network (layer=None), per layer, or per neuron; layer 1 is the first hidden layer."""
+        targets = self.layers if layer is None else [self._layer(layer)]
+        for lay in targets:
+            idx = slice(None) if neuron is None else neuron
+            lay.act[idx] = int(function)
+            if steepness is not None:
+                lay.steep[idx] = steepness
+
+    def set_steepness(self, steepness: float, layer: int | None = None, neuron: int | None = None) -> None:
+        targets = self.layers if layer is None else [self._layer(layer)]
+        for lay in targets:
+            lay.steep[slice(None) if neuron is None else neuron] = steepness
+
+    def _layer(self, layer: int) -> Layer:
+        if not 1 <= layer <= len(self.layers):
+            raise NeuralError(f"layer {layer} out of range 1..{len(self.layers)}")
+        return self.layers[layer - 1]
+
+    @property
+    def weights(self) -> np.ndarray:
+        """All weights in FANN's connection order."""
+        return np.array([self.layers[li].W[r, c] for li, r, c in zip(self._conn_layer, self._conn_row, self._conn_col)])
+
+    def randomize_weights(self, low: float = -0.1, high: float = 0.1, seed: int | None = None) -> None:
+        rng = np.random.default_rng(seed)
+        for lay in self.layers:
+            lay.W[...] = rng.uniform(low, high, lay.W.shape)
+            if lay.mask is not None:
+                lay.W[~lay.mask] = 0.0
+        self.reset_training()
+
+    # ------------------------------------------------------------------ running
+
+    def _forward(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        B = X.shape[0]
+        V = np.empty((B, self.total))
+        S = np.zeros((B, self.total))
+        V[:, : self.num_input] = X
+        V[:, self.bias_cols] = 1.0
+        for lay in self.layers:
+            s = V[:, lay.s0:lay.s1] @ lay.W.T
+            s *= lay.steep
+            lim = 150.0 / lay.steep
+            np.minimum(s, lim, out=s)
+            np.maximum(s, -lim, out=s)
+            S[:, lay.n0:lay.n1] = s
+            for code, cols in lay.groups():
+                V[:, lay.n0 + cols] = activate(code, s[:, cols])
+        return V, S
+
+    def _output_cols(self) -> slice:
+        last = self.layers[-1]
+        return slice(last.n0, last.n0 + self.num_output)
+
+    def run(self, x: Any) -> np.ndarray:
+        """Outputs for one input vector (1-D) or a batch (2-D, one row per input)."""
+        X = np.asarray(x, dtype=np.float64)
+        single = X.ndim == 1
+        X2 = X.reshape(1, -1) if single else X
+        if X2.ndim != 2 or X2.shape[1] != self.num_input:
+            raise NeuralError(f"input must have {self.num_input} values per row, got shape {X.shape}")
+        V, _ = self._forward(X2)
+        out = V[:, self._output_cols()]
+        return out[0].copy() if single else out.copy()
+
+    # ------------------------------------------------------------------ errors
+
+    def _output_errors(self, V: np.ndarray, S: np.ndarray, Y: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+        """fann_compute_MSE for a batch: returns (output errors, squared diffs as float32, bit fails)."""
+        last = self.layers[-1]
+        cols = self._output_cols()
+        value = V[:, cols]
+        diff = Y - value
+        act = last.act[: self.num_output]
+        sym = np.isin(act, list(SYMMETRIC))
+        if sym.any():
+            diff[:, sym] /= 2.0
+        sq = (diff * diff).astype(np.float32)
+        bit_fail = int(np.count_nonzero(np.abs(diff) >= float(self.header["bit_fail_limit"])))
+        if int(self.header["train_error_function"]) == ERROR_TANH:
+            with np.errstate(divide="ignore", invalid="ignore"):
+                diff = np.where(diff < -0.9999999, -17.0,
+                                np.where(diff > 0.9999999, 17.0, np.log((1.0 + diff) / (1.0 - diff))))
+        err = np.empty_like(diff)
+        steep = last.steep[: self.num_output]
+        for code in np.unique(act):
+            k = np.flatnonzero(act == code)
+            err[:, k] = derivative(int(code), steep[k], value[:, k], S[:, cols][:, k]) * diff[:, k]
+        return err, sq, bit_fail
+
+    def _backpropagate(self, V: np.ndarray, S: np.ndarray, E: np.ndarray) -> None:
+        """fann_backpropagate_MSE: errors of the output layer spread back to the first hidden layer."""
+        for li in range(len(self.layers) - 1, 0, -1):
+            lay, prev = self.layers[li], self.layers[li - 1]
+            E[:, lay.s0:lay.s1] += E[:, lay.n0:lay.n1] @ lay.W
+            for code, cols in prev.groups():
+                c = prev.n0 + cols
+                E[:, c] *= derivative(code, prev.steep[cols], V[:, c], S[:, c])
+
+    @staticmethod
+    def _mse_accumulate(acc: np.float32, sq: np.ndarray) -> np.float32:
+        """libfann adds float32 squared errors one by one into a float32: same order, same result."""
+        flat = sq.ravel()
+        if flat.size == 0:
+            return acc
+        return np.cumsum(np.concatenate(([acc], flat)), dtype=np.float32)[-1]
+
+    # ------------------------------------------------------------------ training
+
+    def reset_training(self) -> None:
+        """Forget slopes, steps and momentum (FANN: fann_clear_train_arrays on next epoch)."""
+        self._slopes_prev: list[np.ndarray] | None = None
+        self._steps: list[np.ndarray] | None = None
+        self._deltas: list[np.ndarray] | None = None
+        self.sarprop_epoch = 0
+        self.mse_value = np.float32(0.0)
+        self.num_mse = 0
+        self.bit_fail = 0
+
+    @property
+    def mse(self) -> float:
+        return float(self.mse_value / np.float32(self.num_mse)) if self.num_mse else 0.0
+
+    def _check_data(self, data: TrainingData) -> None:
+        if data.num_input != self.num_input or data.num_output != self.num_output:
+            raise NeuralError(f"data is {data.num_input}->{data.num_output}, network is "
+                              f"{self.num_input}->{self.num_output}")
+
+    def test(self, data: TrainingData) -> float:
+        """MSE over ``data`` without training (fann_test_data)."""
+        self._check_data(data)
+        V, S = self._forward(data.inputs)
+        _, sq, bit_fail = self._output_errors(V, S, data.outputs)
+        self.mse_value = self._mse_accumulate(np.float32(0.0), sq)
+        self.num_mse = sq.size
+        self.bit_fail = bit_fail
+        return self.mse
+
+    def train_epoch(self, data: TrainingData) -> float:
+        """One epoch with the configured algorithm, exactly as fann_train_epoch; returns the MSE."""
+        self._check_data(data)
+        algo = self.training_algorithm
+        self.mse_value, self.num_mse, self.bit_fail = np.float32(0.0), 0, 0
+        if algo == INCREMENTAL:
+            self._epoch_incremental(data)
+            return self.mse
+        slopes = self._batch_slopes(data)
+        n = data.num_data
+        if algo == BATCH:
+            eps = float(_f32(_f32(self.header["learning_rate"]) / _f32(n)))
+            for lay, g in zip(self.layers, slopes):
+                lay.W += g * eps
+        elif algo == RPROP:
+            self._update_irpropm(slopes)
+        elif algo == QUICKPROP:
+            self._update_quickprop(slopes, n)
+        elif algo == SARPROP:
+            self._update_sarprop(slopes)
+            self.sarprop_epoch += 1
+        else:
+            raise NeuralError(f"unknown training algorithm {algo}")
+        return self.mse
+
+    def _batch_slopes(self, data: TrainingData) -> list[np.ndarray]:
+        V, S = self._forward(data.inputs)
+        E = np.zeros_like(V)
+        err, sq, bit_fail = self._output_errors(V, S, data.outputs)
+        E[:, self._output_cols()] = err
+        self._backpropagate(V, S, E)
+        self.mse_value = self._mse_accumulate(self.mse_value, sq)
+        self.num_mse += sq.size
+        self.bit_fail += bit_fail
+        out = []
+        for lay in self.layers:
+            g = E[:, lay.n0:lay.n1].T @ V[:, lay.s0:lay.s1]
+            if lay.mask is not None:
+                g[~lay.mask] = 0.0
+            out.append(g)
+        return out
+
+    def _train_arrays(self, zero_steps: bool) -> None:
+        if self._slopes_prev is None:
+            self._slopes_prev = [np.zeros_like(l.W) for l in self.layers]
+            fill = 0.0 if zero_steps else f32(self.header["rprop_delta_zero"])
+            self._steps = [np.full_like(l.W, fill) for l in self.layers]
+
+    def _epoch_incremental(self, data: TrainingData) -> None:
+        lr = f32(self.header["learning_rate"])
+        momentum = f32(self.header["learning_momentum"])
+        if self._deltas is None:
+            self._deltas = [np.zeros_like(l.W) for l in self.layers]
+        for i in range(data.num_data):
+            V, S = self._forward(data.inputs[i:i + 1])
+            E = np.zeros_like(V)
+            err, sq, bit_fail = self._output_errors(V, S, data.outputs[i:i + 1])
+            E[:, self._output_cols()] = err
+            self._backpropagate(V, S, E)
+            self.mse_value = self._mse_accumulate(self.mse_value, sq)
+            self.num_mse += sq.size
+            self.bit_fail += bit_fail
+            for lay, prev in zip(self.layers, self._deltas):
+                tmp = E[0, lay.n0:lay.n1] * lr
+                if lay.mask is None:
+                    delta = np.outer(tmp, V[0, lay.s0:lay.s1]) + momentum * prev
+                else:
+                    delta = self._sparse_incremental_delta(lay, tmp, V[0], prev, momentum)
+                lay.W += delta
+                prev[...] = delta
+
+    def _sparse_incremental_delta(self, lay: Layer, tmp: np.ndarray, values: np.ndarray, prev: np.ndarray,
+                                  momentum: float) -> np.ndarray:
+        """libfann quirk, kept for conformance: fann_update_weights on a sparse net multiplies the
+        i-th connection of each neuron by the value of the network's i-th neuron, not of the
+        neuron the connection comes from."""
+        delta = np.zeros_like(lay.W)
+        li = self.layers.index(lay)
+        for c in np.flatnonzero(self._conn_layer == li):
+            r, col = self._conn_row[c], self._conn_col[c]
+            neuron = lay.n0 + r
+            i = c - int(self._offsets[neuron])
+            delta[r, col] = tmp[r] * values[i] + momentum * prev[r, col]
+        return delta
+
+    def _update_irpropm(self, slopes: list[np.ndarray]) -> None:
+        self._train_arrays(zero_steps=False)
+        inc, dec = f32(self.header["rprop_increase_factor"]), f32(self.header["rprop_decrease_factor"])
+        dmin, dmax = f32(self.header["rprop_delta_min"]), f32(self.header["rprop_delta_max"])
+        for lay, slope, prev_slope, steps in zip(self.layers, slopes, self._slopes_prev, self._steps):
+            prev_step = np.maximum(steps, 0.0001)
+            same = prev_slope * slope
+            next_step = np.where(same >= 0, np.minimum(prev_step * inc, dmax), np.maximum(prev_step * dec, dmin))
+            slope = np.where(same >= 0, slope, 0.0)
+            w = np.where(slope < 0, np.maximum(lay.W - next_step, -1500.0), np.minimum(lay.W + next_step, 1500.0))
+            self._store(lay, w, steps, next_step, prev_slope, slope)
+
+    def _update_quickprop(self, slopes: list[np.ndarray], num_data: int) -> None:
+        self._train_arrays(zero_steps=True)
+        eps = float(_f32(_f32(self.header["learning_rate"]) / _f32(num_data)))
+        decay, mu = f32(self.header["quickprop_decay"]), f32(self.header["quickprop_mu"])
+        shrink = float(_f32(mu / (1.0 + mu)))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for lay, g, prev_slope, prev_step in zip(self.layers, slopes, self._slopes_prev, self._steps):
+                w = lay.W
+                slope = g + decay * w
+                quad = prev_step * slope / (prev_slope - slope)
+                pos, neg = prev_step > 0.001, prev_step < -0.001
+                step_pos = np.where(slope > 0, eps * slope, 0.0) + np.where(slope > shrink * prev_slope,
+                                                                             mu * prev_step, quad)
+                step_neg = np.where(slope < 0, eps * slope, 0.0) + np.where(slope < shrink * prev_slope,
+                                                                             mu * prev_step, quad)
+                next_step = np.where(pos, step_pos, np.where(neg, step_neg, eps * slope))
+                self._store(lay, np.clip(w + next_step, -1500.0, 1500.0), prev_step, next_step, prev_slope, slope)
+
+    def _update_sarprop(self, slopes: list[np.ndarray]) -> None:
+        """fann_update_weights_sarprop, weight by weight in FANN's connection order.
+
+        Kept from libfann: steps start at 0 (not delta_zero); ``next_step`` is declared
+        once outside the loop, so a weight whose slope product is 0 stores the step
+        of the weight before it; rand() is drawn only on the shrink branch.
+        """
+        self._train_arrays(zero_steps=True)
+        inc, dec = f32(self.header["rprop_increase_factor"]), f32(self.header["rprop_decrease_factor"])
+        dmin, dmax = f32(0.000001), f32(self.header["rprop_delta_max"])
+        shift = _f32(self.params["sarprop_weight_decay_shift"])
+        thresh = _f32(self.params["sarprop_step_error_threshold_factor"])
+        err_shift = _f32(self.params["sarprop_step_error_shift"])
+        T = _f32(self.params["sarprop_temperature"])
+        mse = _f32(self.mse)
+        rmse = np.sqrt(mse, dtype=np.float32)
+        epoch = _f32(self.sarprop_epoch)
+        ln2 = 0.69314718055994530942
+        decay_factor = float(np.exp(ln2 * float(_f32(-T * epoch) + shift)))
+        noise_factor = float(np.exp(ln2 * float(_f32(-T * epoch) + err_shift)))
+        limit = float(_f32(thresh * mse))
+        rand = self._rand
+        next_step = 0.0
+        for li, r, c in zip(self._conn_layer.tolist(), self._conn_row.tolist(), self._conn_col.tolist()):
+            W, g = self.layers[li].W, slopes[li]
+            steps, prev_slopes = self._steps[li], self._slopes_prev[li]
+            prev_step = max(float(steps[r, c]), 0.000001)
+            slope = -float(g[r, c]) - float(W[r, c]) * decay_factor
+            same = float(prev_slopes[r, c]) * slope
+            if same > 0.0:
+                next_step = min(prev_step * inc, dmax)
+                W[r, c] += next_step if slope < 0.0 else -next_step
+            elif same < 0.0:
+                if prev_step < limit:
+                    noise = _f32(_f32(_f32(rand.rand()) / _f32(2147483647)) * rmse)
+                    next_step = prev_step * dec + float(noise) * noise_factor
+                else:
+                    next_step = max(prev_step * dec, dmin)
+                slope = 0.0
+            else:
+                W[r, c] += prev_step if slope < 0.0 else -prev_step
+            steps[r, c] = next_step
+            prev_slopes[r, c] = slope
+
+    @property
+    def _rand(self) -> GlibcRandom:
+        if not hasattr(self, "_glibc"):
+            self._glibc = GlibcRandom(1)
+        return self._glibc
+
+    def seed_rand(self, seed: int) -> None:
+        """Seed the generator SARPROP draws from, as srand() seeds libfann's rand()."""
+        self._glibc = GlibcRandom(seed)
+
+    @staticmethod
+    def _store(lay: Layer, w: np.ndarray, steps: np.ndarray, next_step: np.ndarray, prev_slope: np.ndarray,
+               slope: np.ndarray) -> None:
+        if lay.mask is not None:  # absent connections of sparse nets stay absent
+            w = np.where(lay.mask, w, 0.0)
+            next_step = np.where(lay.mask, next_step, steps)
+            slope = np.where(lay.mask, slope, 0.0)
+        lay.W[...] = w
+        steps[...] = next_step
+        prev_slope[...] = slope
+
+    def train(self, data: TrainingData, max_epochs: int, desired_error: float = 0.0,
+              callback: Any = None) -> float:
+        """fann_train_on_data: epochs until ``desired_error`` (MSE or bit fails) or ``max_epochs``."""
+        mse = 0.0
+        for epoch in range(1, max_epochs + 1):
+            mse = self.train_epoch(data)
+            if callback is not None and callback(epoch, mse, self.bit_fail) is False:
+                break
+            stop = self.bit_fail if int(self.header["train_stop_function"]) == STOP_BIT else mse
+            if stop <= desired_error:
+                break
+        return mse

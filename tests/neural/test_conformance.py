@@ -1,0 +1,98 @@
+"""Conformance with libfann 2.2: outputs, training epoch by epoch, and files.
+
+``golden/*.json`` holds what libfann computed (see cases.py), so these tests run
+everywhere; where libfann is installed (CI installs libfann-dev) the live tests
+also recompute cases on the spot and check that files cross over both ways.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+import cases  # noqa: E402
+import fannlib  # noqa: E402
+
+from neural import Network, TrainingData  # noqa: E402
+from neural.activation import Activation  # noqa: E402
+
+with open(os.path.join(HERE, "golden", "run.json")) as f:
+    RUN_CASES = json.load(f)
+with open(os.path.join(HERE, "golden", "train.json")) as f:
+    TRAIN_CASES = json.load(f)
+
+LIB = fannlib.load()
+live = pytest.mark.skipif(LIB is None, reason="libdoublefann.so.2 not installed (apt-get install libfann-dev); "
+                                                "the golden tests above still compare against its recorded output")
+
+
+def check_run(case: dict) -> None:
+    net = Network.loads(case["net"])
+    out = net.run(np.array(case["inputs"]))
+    np.testing.assert_allclose(out, np.array(case["outputs"]), rtol=0, atol=1e-9)
+    for x, y in zip(case["inputs"][:3], case["outputs"][:3]):  # the single-vector path too
+        np.testing.assert_allclose(net.run(x), y, rtol=0, atol=1e-9)
+
+
+def check_train(case: dict) -> None:
+    net = Network.loads(case["net"])
+    net.seed_rand(case["seed"] + 1)
+    data = TrainingData.loads(case["data"])
+    mse = np.array([net.train_epoch(data) for _ in case["mse"]])
+    np.testing.assert_allclose(mse, case["mse"], rtol=1e-6, atol=0)
+    np.testing.assert_allclose(net.weights, case["weights"], rtol=1e-6, atol=1e-12)
+
+
+def test_golden_cases_cover_the_issue():
+    assert {c["hidden"] for c in RUN_CASES} == set(range(18))
+    assert {c["kind"] for c in RUN_CASES} == {"standard", "shortcut", "sparse"}
+    assert {c["algorithm"] for c in TRAIN_CASES} == {"incremental", "batch", "rprop", "quickprop", "sarprop"}
+    assert all(len(c["mse"]) >= 20 for c in TRAIN_CASES)
+
+
+@pytest.mark.parametrize("case", RUN_CASES, ids=lambda c: f"{c['kind']}-{Activation(c['hidden']).name}")
+def test_outputs_match_libfann(case):
+    check_run(case)
+
+
+@pytest.mark.parametrize("case", TRAIN_CASES, ids=lambda c: f"{c['kind']}-{c['algorithm']}-{c['seed']}-"
+                                                            f"{Network.loads(c['net']).layers[0].act[0]}")
+def test_training_matches_libfann_epoch_by_epoch(case):
+    check_train(case)
+
+
+@pytest.mark.parametrize("case", RUN_CASES[::6], ids=lambda c: c["kind"])
+def test_files_round_trip_unchanged(case):
+    assert Network.loads(case["net"]).dumps() == case["net"]
+
+
+@live
+@pytest.mark.parametrize("kind", list(cases.LAYOUTS))
+def test_live_outputs_and_training(kind):
+    check_run(cases.run_case(LIB, kind, Activation.SIGMOID_SYMMETRIC, Activation.ELLIOT, seed=5))
+    for algorithm in cases.ALGORITHMS:
+        check_train(cases.train_case(LIB, kind, algorithm, seed=23))
+
+
+@live
+def test_files_cross_over_both_ways(tmp_path):
+    ours = Network.create_shortcut(4, 3, 2, 2, seed=3)
+    ours.set_activation(Activation.GAUSSIAN, layer=2, steepness=0.8)
+    path = tmp_path / "ours.net"
+    ours.save(path)
+    ann = LIB.fann_create_from_file(str(path).encode())
+    assert ann, "libfann refused our file"
+    back = tmp_path / "back.net"
+    LIB.fann_save(ann, str(back).encode())
+    x = np.array([0.3, -0.2, 0.9, 0.1])
+    np.testing.assert_allclose(fannlib.run(LIB, ann, x, 2), ours.run(x), atol=1e-9)
+    LIB.fann_destroy(ann)
+    assert back.read_text() == path.read_text()
+    assert Network.load(back).dumps() == path.read_text()
