@@ -78,17 +78,23 @@ def parse(text: str) -> FannFile:
             raise FannFormatError("decimal_point", f"{decimal_point} out of range")
         pos += 1
     header: dict[str, object] = {}
-    for key in HEADER_KEYS:
+    # FANN_FIX_2.0 has no scale_included line and stores these as fixed-point integers.
+    keys = [k for k in HEADER_KEYS if not (fixed and k == "scale_included")]
+    fixed_point = {"bit_fail_limit", "cascade_candidate_limit", "cascade_weight_multiplier"}
+    for key in keys:
         if pos >= len(lines):
             raise FannFormatError(key, "file ends before this key")
         name, sep, value = lines[pos].partition("=")
         if name != key or not sep:
             raise FannFormatError(key, f"expected '{key}=' on line {pos + 1}, found {lines[pos][:40]!r}")
         if key in LIST_KEYS:
-            header[key] = [_number(key, v, LIST_KEYS[key]) for v in value.split()]
+            kind = int if fixed and key == "cascade_activation_steepnesses" else LIST_KEYS[key]
+            header[key] = [_number(key, v, kind) for v in value.split()]
         else:
-            header[key] = _number(key, value.strip(), int if key in INT_KEYS or fixed and key == "bit_fail_limit" else float)
+            header[key] = _number(key, value.strip(), int if key in INT_KEYS or fixed and key in fixed_point else float)
         pos += 1
+    if fixed:
+        header["scale_included"] = 0
     num_layers = header["num_layers"]
     sizes = header["layer_sizes"]
     if not 2 <= num_layers <= 1000 or len(sizes) != num_layers:
@@ -135,7 +141,9 @@ def parse(text: str) -> FannFile:
         mult = float(1 << decimal_point)
         neurons = [(n, a, s / mult) for n, a, s in neurons]
         connections = [(c, w / mult) for c, w in connections]
-        header["bit_fail_limit"] = header["bit_fail_limit"] / mult
+        for key in fixed_point:
+            header[key] = header[key] / mult
+        header["cascade_activation_steepnesses"] = [v / mult for v in header["cascade_activation_steepnesses"]]
     return FannFile(header, neurons, connections, scale, decimal_point)
 
 
@@ -156,7 +164,7 @@ def render(f: FannFile) -> str:
             out.append(f"{key}={_fmt_float(key, float(value))}")
     if f.header["scale_included"]:
         for key in SCALE_KEYS:
-            out.append(f"{key}=" + "".join(f"{v:.20e} " for v in f.scale[key]))
+            out.append(f"{key}=" + "".join(f"{v:f} " for v in f.scale[key]))  # libfann writes %f here
     out.append("neurons (num_inputs, activation_function, activation_steepness)="
                + "".join(f"({n}, {a}, {s:.20e}) " for n, a, s in f.neurons))
     out.append("connections (connected_to_neuron, weight)="

@@ -102,3 +102,40 @@ def test_training_reduces_error_on_xor():
     final = net.train(data, max_epochs=500, desired_error=0.001)
     assert final < 0.001 < first
     assert np.all(np.sign(net.run(data.inputs)) == np.sign(data.outputs))
+
+
+def test_fixed_point_files_written_by_libfann_load():
+    fixed = Network.load(os.path.join(HERE, "data", "fixed.net"))
+    source = Network.load(os.path.join(HERE, "data", "fixed_source.net"))  # the float net it was saved from
+    np.testing.assert_allclose(fixed.weights, np.round(source.weights * 2**14) / 2**14, atol=0)
+    assert fixed.header["bit_fail_limit"] == pytest.approx(0.35, abs=1e-4)
+    assert fixed.layers[0].steep[0] == 0.5
+    x = np.array([0.2, -0.7])
+    np.testing.assert_allclose(fixed.run(x), source.run(x), atol=2e-3)
+    # and it is written back in the float format libfann reads
+    assert Network.loads(fixed.dumps()).dumps() == fixed.dumps()
+
+
+def test_scaling_matches_libfann():
+    # data/scaled.net: libfann's fann_set_scaling_params(xor, -0.5, 0.8, 0.1, 0.9), then fann_save;
+    # it printed scale_input([1, -1]) = [0.79999995231628418, -0.5], descale_output([0.25]) = -0.6249999813735474
+    data = TrainingData.load(os.path.join(HERE, "data", "xor.data"))
+    net = Network.create_standard(2, 3, 1, seed=0)
+    net.set_scaling_params(data, -0.5, 0.8, 0.1, 0.9)
+    expected = Network.load(os.path.join(HERE, "data", "scaled.net"))
+    # the file holds %f text, so values read back are within 1e-6 of libfann's in-memory floats,
+    # which the exact results below check
+    assert net.scale.keys() == expected.scale.keys()
+    for key in net.scale:
+        np.testing.assert_allclose(net.scale[key], expected.scale[key], atol=1e-6)
+    np.testing.assert_array_equal(net.scale_input([1.0, -1.0]), [0.79999995231628418, -0.5])
+    np.testing.assert_array_equal(net.descale_output([0.25]), [-0.6249999813735474])
+    np.testing.assert_allclose(net.descale_input(net.scale_input([0.3, 0.7])), [0.3, 0.7], atol=1e-7)
+    scale_lines = [l for l in net.dumps().splitlines() if l.startswith("scale")]
+    assert scale_lines == [l for l in expected.dumps().splitlines() if l.startswith("scale")]
+    assert Network.loads(expected.dumps()).dumps() == open(os.path.join(HERE, "data", "scaled.net")).read()
+
+
+def test_scaling_needs_parameters():
+    with pytest.raises(NeuralError):
+        Network.create_standard(2, 2, 1).scale_input([1, 2])
