@@ -277,14 +277,43 @@ class Network:
         """All weights in FANN's connection order."""
         return np.array([self.layers[li].W[r, c] for li, r, c in zip(self._conn_layer, self._conn_row, self._conn_col)])
 
-    def randomize_weights(self, low: float = -0.1, high: float = 0.1, seed: int | None = None) -> None:
-        rng = np.random.default_rng(seed)
-        for lay in self.layers:
-            lay.W[...] = rng.uniform(low, high, lay.W.shape)
-            if lay.mask is not None:
-                lay.W[~lay.mask] = 0.0
+    def _fann_rand(self, low: float, high: float) -> float:
+        """FANN's fann_rand macro, in C float arithmetic, from the glibc rand() replica."""
+        lo, hi = _f32(low), _f32(high)
+        return float(lo + _f32(_f32(hi - lo) * _f32(self._rand.rand())) / _f32(2147483648.0))
+
+    def _set_weights_in_order(self, values: list[float]) -> None:
+        for value, li, r, c in zip(values, self._conn_layer, self._conn_row, self._conn_col):
+            self.layers[li].W[r, c] = value
         self._changed()
         self.reset_training()
+
+    def randomize_weights(self, low: float = -0.1, high: float = 0.1, seed: int | None = None) -> None:
+        """fann_randomize_weights: uniform in [low, high) in FANN's connection order.
+
+        With ``seed`` the draws come from glibc's rand() after srand(seed), so the
+        weights equal libfann's after ``srand(seed); fann_randomize_weights(...)``.
+        """
+        if seed is not None:
+            self.seed_rand(seed)
+        self._set_weights_in_order([self._fann_rand(low, high) for _ in range(len(self._conn_src))])
+
+    def init_weights(self, data: TrainingData, seed: int | None = None) -> None:
+        """fann_init_weights (Widrow + Nguyen): bias connections in +-s, others in [0, s),
+        s = (0.7 * hidden)^(1/inputs) / (largest - smallest input)."""
+        self._check_data(data)
+        if seed is not None:
+            self.seed_rand(seed)
+        smallest, largest = float(data.inputs.min()), float(data.inputs.max())
+        hidden = self.total - (self.num_input + self.num_output + len(self.sizes))
+        scale = float(_f32((0.7 * hidden) ** (1.0 / self.num_input) / (largest - smallest)))
+        bias_of = {}
+        for li in range(1, len(self.sizes)):
+            prev = li - 1 if self.network_type == LAYER else 0
+            bias_of[li - 1] = self.first[prev] + self.sizes[prev] - 1
+        values = [self._fann_rand(-scale, scale) if src == bias_of[li] else self._fann_rand(0.0, scale)
+                  for src, li in zip(self._conn_src.tolist(), self._conn_layer.tolist())]
+        self._set_weights_in_order(values)
 
     # ------------------------------------------------------------------ scaling
 

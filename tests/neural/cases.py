@@ -104,6 +104,31 @@ def train_case(lib: ctypes.CDLL, kind: str, algorithm: str, seed: int, epochs: i
             "weights": [w for _, w in final.connections]}
 
 
+INIT_DATA = "4 3 2\n0 1 2\n1 0\n-1 0.5 3\n0 1\n2 2 2\n1 1\n-0.5 0 1\n0 0\n"
+
+
+def init_case(lib: ctypes.CDLL, kind: str, seed: int) -> dict:
+    """Weights after srand(seed); fann_randomize_weights, and after srand(seed+1); fann_init_weights."""
+    libc = ctypes.CDLL("libc.so.6")
+    lib.fann_init_weights.argtypes = [ctypes.c_void_p, ctypes.c_void_p]
+    ann = fannlib.create(lib, kind, [3, 5, 2])
+    net = _saved(lib, ann)
+    libc.srand(seed)
+    lib.fann_randomize_weights(ann, -0.6, 0.9)
+    randomized = [w for _, w in fannfile.parse(_saved(lib, ann)).connections]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "init.data")
+        with open(path, "w") as f:
+            f.write(INIT_DATA)
+        data = lib.fann_read_train_from_file(path.encode())
+    libc.srand(seed + 1)
+    lib.fann_init_weights(ann, data)
+    initialized = [w for _, w in fannfile.parse(_saved(lib, ann)).connections]
+    lib.fann_destroy_train(data)
+    lib.fann_destroy(ann)
+    return {"kind": kind, "seed": seed, "net": net, "randomized": randomized, "initialized": initialized}
+
+
 def all_cases(lib: ctypes.CDLL) -> tuple[list[dict], list[dict]]:
     runs = []
     for kind in LAYOUTS:
@@ -128,4 +153,6 @@ if __name__ == "__main__":
         json.dump(run_cases, f)
     with open(os.path.join(GOLDEN, "train.json"), "w") as f:
         json.dump(train_cases, f)
+    with open(os.path.join(GOLDEN, "init.json"), "w") as f:
+        json.dump([init_case(library, kind, 40 + i) for i, kind in enumerate(LAYOUTS)], f)
     print(f"wrote {len(run_cases)} run cases and {len(train_cases)} training cases to {GOLDEN}")

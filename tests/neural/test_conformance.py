@@ -28,6 +28,9 @@ with open(os.path.join(HERE, "golden", "run.json")) as f:
 with open(os.path.join(HERE, "golden", "train.json")) as f:
     TRAIN_CASES = json.load(f)
 
+with open(os.path.join(HERE, "golden", "init.json")) as f:
+    INIT_CASES = json.load(f)
+
 LIB = fannlib.load()
 live = pytest.mark.skipif(LIB is None, reason="libdoublefann.so.2 not installed (apt-get install libfann-dev); "
                                                 "the golden tests above still compare against its recorded output")
@@ -73,9 +76,23 @@ def test_files_round_trip_unchanged(case):
     assert Network.loads(case["net"]).dumps() == case["net"]
 
 
+def check_init(case: dict) -> None:
+    net = Network.loads(case["net"])
+    net.randomize_weights(-0.6, 0.9, seed=case["seed"])
+    assert net.weights.tolist() == case["randomized"]
+    net.init_weights(TrainingData.loads(cases.INIT_DATA), seed=case["seed"] + 1)
+    assert net.weights.tolist() == case["initialized"]
+
+
+@pytest.mark.parametrize("case", INIT_CASES, ids=lambda c: c["kind"])
+def test_weight_initialization_equals_libfann_bit_for_bit(case):
+    check_init(case)
+
+
 @live
 @pytest.mark.parametrize("kind", list(cases.LAYOUTS))
 def test_live_outputs_and_training(kind):
+    check_init(cases.init_case(LIB, kind, seed=91))
     check_run(cases.run_case(LIB, kind, Activation.SIGMOID_SYMMETRIC, Activation.ELLIOT, seed=5))
     for algorithm in cases.ALGORITHMS:
         check_train(cases.train_case(LIB, kind, algorithm, seed=23))
