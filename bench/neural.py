@@ -42,6 +42,13 @@ int main(int argc, char **argv) {
         for (int r = 0; r < repeat; r++)
             for (int i = 0; i < rows; i++) sink += fann_run(ann, x + i * n)[0];
         printf("%.9f %f\n", (now() - t) / ((double)rows * repeat), sink);
+    } else if (!strcmp(argv[1], "quality")) { /* quality NET TRAIN TEST EPOCHS: test MSE after training */
+        struct fann_train_data *d = fann_read_train_from_file(argv[3]), *t = fann_read_train_from_file(argv[4]);
+        int epochs = atoi(argv[5]);
+        double t0 = now();
+        for (int e = 0; e < epochs; e++) fann_train_epoch(ann, d);
+        double secs = now() - t0;
+        printf("%.9f %.9f\n", secs, fann_test_data(ann, t));
     } else {                                  /* train NET DATA EPOCHS */
         struct fann_train_data *d = fann_read_train_from_file(argv[3]);
         int epochs = atoi(argv[4]);
@@ -134,10 +141,40 @@ def bench_rprop(tmp: str, exe: str | None, datasets: str, name: str, hidden: int
         print(f"RPROP epochs/s, {name}: ours {1 / ours:.1f} (libfann n/a)")
 
 
+QUALITY_SETS = ["building", "diabetes", "gene", "mushroom", "robot", "soybean", "thyroid"]
+
+
+def bench_quality(tmp: str, exe: str | None, datasets: str, epochs: int) -> None:
+    """RPROP on the FANN benchmark sets: test MSE after training, ours beside libfann's."""
+    print(f"\nquality: RPROP, {epochs} epochs, hidden layer of 16, test MSE on the .test file")
+    print(f"  {'set':10} {'ours':>12} {'libfann':>12} {'diff':>8} {'ours s':>8} {'libfann s':>10}")
+    for name in QUALITY_SETS:
+        train, test = (os.path.join(datasets, f"{name}.{ext}") for ext in ("train", "test"))
+        if not (os.path.exists(train) and os.path.exists(test)):
+            print(f"  {name:10} skipped: data not found under {datasets}")
+            continue
+        data, tdata = TrainingData.load(train), TrainingData.load(test)
+        net = Network.create_standard(data.num_input, 16, data.num_output, seed=5)
+        path = os.path.join(tmp, f"q-{name}.net")
+        net.save(path)
+        t = time.perf_counter()
+        for _ in range(epochs):
+            net.train_epoch(data)
+        ours_s = time.perf_counter() - t
+        ours = net.test(tdata)
+        ref = libfann(exe, "quality", path, train, test, str(epochs))
+        if ref:
+            diff = (ours - ref[1]) / ref[1] * 100 if ref[1] else 0.0
+            print(f"  {name:10} {ours:12.6g} {ref[1]:12.6g} {diff:7.2f}% {ours_s:8.2f} {ref[0]:10.2f}")
+        else:
+            print(f"  {name:10} {ours:12.6g} {'n/a':>12}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", default=os.path.join(os.path.dirname(ROOT), "shared", "fann-datasets"))
     ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--quality-epochs", type=int, default=200)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="orchflow-neural-bench-") as tmp:
         exe = build_helper(tmp)
@@ -147,6 +184,7 @@ def main() -> None:
         bench_batch(tmp, exe, Activation.SIGMOID_SYMMETRIC)
         bench_rprop(tmp, exe, args.datasets, "mushroom", 32, args.epochs)
         bench_rprop(tmp, exe, args.datasets, "gene", 32, args.epochs)
+        bench_quality(tmp, exe, args.datasets, args.quality_epochs)
 
 
 if __name__ == "__main__":
