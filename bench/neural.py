@@ -49,6 +49,13 @@ int main(int argc, char **argv) {
         for (int e = 0; e < epochs; e++) fann_train_epoch(ann, d);
         double secs = now() - t0;
         printf("%.9f %.9f\n", secs, fann_test_data(ann, t));
+    } else if (!strcmp(argv[1], "cascade")) { /* cascade NET TRAIN TEST MAX_NEURONS SEED */
+        struct fann_train_data *d = fann_read_train_from_file(argv[3]), *t = fann_read_train_from_file(argv[4]);
+        srand(atoi(argv[6]));
+        double t0 = now();
+        fann_cascadetrain_on_data(ann, d, atoi(argv[5]), 0, 0.0f);
+        double secs = now() - t0;
+        printf("%.9f %.9f\n", secs, fann_test_data(ann, t));
     } else {                                  /* train NET DATA EPOCHS */
         struct fann_train_data *d = fann_read_train_from_file(argv[3]);
         int epochs = atoi(argv[4]);
@@ -170,11 +177,38 @@ def bench_quality(tmp: str, exe: str | None, datasets: str, epochs: int) -> None
             print(f"  {name:10} {ours:12.6g} {'n/a':>12}")
 
 
+def bench_cascade(tmp: str, exe: str | None, datasets: str, max_neurons: int) -> None:
+    """Cascade2 on the FANN benchmark sets from a 2-layer shortcut net, same rand() seed on both sides."""
+    print(f"\nquality: Cascade2, up to {max_neurons} hidden neurons, test MSE on the .test file")
+    print(f"  {'set':10} {'ours':>12} {'libfann':>12} {'diff':>8} {'ours s':>8} {'libfann s':>10}")
+    for name in QUALITY_SETS:
+        train, test = (os.path.join(datasets, f"{name}.{ext}") for ext in ("train", "test"))
+        if not (os.path.exists(train) and os.path.exists(test)):
+            print(f"  {name:10} skipped: data not found under {datasets}")
+            continue
+        data, tdata = TrainingData.load(train), TrainingData.load(test)
+        net = Network.create_shortcut(data.num_input, data.num_output, seed=9)
+        path = os.path.join(tmp, f"c-{name}.net")
+        net.save(path)
+        net.seed_rand(17)
+        t = time.perf_counter()
+        net.cascade_train(data, max_neurons, 0.0)
+        ours_s = time.perf_counter() - t
+        ours = net.test(tdata)
+        ref = libfann(exe, "cascade", path, train, test, str(max_neurons), "17")
+        if ref:
+            diff = (ours - ref[1]) / ref[1] * 100 if ref[1] else 0.0
+            print(f"  {name:10} {ours:12.6g} {ref[1]:12.6g} {diff:7.2f}% {ours_s:8.2f} {ref[0]:10.2f}")
+        else:
+            print(f"  {name:10} {ours:12.6g} {'n/a':>12}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--datasets", default=os.path.join(os.path.dirname(ROOT), "shared", "fann-datasets"))
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--quality-epochs", type=int, default=200)
+    ap.add_argument("--cascade-neurons", type=int, default=4)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="orchflow-neural-bench-") as tmp:
         exe = build_helper(tmp)
@@ -185,6 +219,7 @@ def main() -> None:
         bench_rprop(tmp, exe, args.datasets, "mushroom", 32, args.epochs)
         bench_rprop(tmp, exe, args.datasets, "gene", 32, args.epochs)
         bench_quality(tmp, exe, args.datasets, args.quality_epochs)
+        bench_cascade(tmp, exe, args.datasets, args.cascade_neurons)
 
 
 if __name__ == "__main__":

@@ -129,6 +129,11 @@ _NUMEXPR_MIN_SIZE = 4096  # below this numexpr's call overhead outweighs its one
 
 def activate(code: int, x: np.ndarray) -> np.ndarray:
     """Neuron value for ``x`` = steepness * sum (clipped)."""
+    with np.errstate(over="ignore"):  # exp(300) -> inf gives the right limit (0 or 1), as in C
+        return _activate(code, x)
+
+
+def _activate(code: int, x: np.ndarray) -> np.ndarray:
     A = Activation
     x = np.asarray(x, dtype=np.float64)
     expr = _NUMEXPR.get(code)

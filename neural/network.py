@@ -592,10 +592,10 @@ class Network:
             eps = float(_f32(_f32(self.header["learning_rate"]) / _f32(n)))
             for lay, g in zip(self.layers, slopes):
                 lay.W += g * eps
-        elif algo == RPROP:
-            self._update_irpropm(slopes)
-        elif algo == QUICKPROP:
-            self._update_quickprop(slopes, n)
+        elif algo in (RPROP, QUICKPROP):
+            self._train_arrays(zero_steps=algo == QUICKPROP)
+            self._apply_update([l.W for l in self.layers], slopes, self._slopes_prev, self._steps, n,
+                               [l.mask for l in self.layers])
         elif algo == SARPROP:
             self._update_sarprop(slopes)
             self.sarprop_epoch += 1
@@ -663,35 +663,40 @@ class Network:
             delta[r, col] = tmp[r] * values[i] + momentum * prev[r, col]
         return delta
 
-    def _update_irpropm(self, slopes: list[np.ndarray]) -> None:
-        self._train_arrays(zero_steps=False)
-        inc, dec = f32(self.header["rprop_increase_factor"]), f32(self.header["rprop_decrease_factor"])
-        dmin, dmax = f32(self.header["rprop_delta_min"]), f32(self.header["rprop_delta_max"])
-        for lay, slope, prev_slope, steps in zip(self.layers, slopes, self._slopes_prev, self._steps):
-            prev_step = np.maximum(steps, 0.0001)
-            same = prev_slope * slope
-            next_step = np.where(same >= 0, np.minimum(prev_step * inc, dmax), np.maximum(prev_step * dec, dmin))
-            slope = np.where(same >= 0, slope, 0.0)
-            w = np.where(slope < 0, np.maximum(lay.W - next_step, -1500.0), np.minimum(lay.W + next_step, 1500.0))
-            self._store(lay, w, steps, next_step, prev_slope, slope)
-
-    def _update_quickprop(self, slopes: list[np.ndarray], num_data: int) -> None:
-        self._train_arrays(zero_steps=True)
-        eps = float(_f32(_f32(self.header["learning_rate"]) / _f32(num_data)))
-        decay, mu = f32(self.header["quickprop_decay"]), f32(self.header["quickprop_mu"])
-        shrink = float(_f32(mu / (1.0 + mu)))
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for lay, g, prev_slope, prev_step in zip(self.layers, slopes, self._slopes_prev, self._steps):
-                w = lay.W
-                slope = g + decay * w
-                quad = prev_step * slope / (prev_slope - slope)
-                pos, neg = prev_step > 0.001, prev_step < -0.001
-                step_pos = np.where(slope > 0, eps * slope, 0.0) + np.where(slope > shrink * prev_slope,
-                                                                             mu * prev_step, quad)
-                step_neg = np.where(slope < 0, eps * slope, 0.0) + np.where(slope < shrink * prev_slope,
-                                                                             mu * prev_step, quad)
-                next_step = np.where(pos, step_pos, np.where(neg, step_neg, eps * slope))
-                self._store(lay, np.clip(w + next_step, -1500.0, 1500.0), prev_step, next_step, prev_slope, slope)
+    def _apply_update(self, weights: list[np.ndarray], slopes: list[np.ndarray], prev_slopes: list[np.ndarray],
+                      steps: list[np.ndarray], num_data: int, masks: list[np.ndarray | None] | None = None) -> None:
+        """One RPROP (iRPROP-) or Quickprop step on any set of weight arrays, elementwise as
+        fann_update_weights_irpropm / _quickprop; shared by layers and cascade candidates."""
+        algo = self.training_algorithm
+        masks = masks or [None] * len(weights)
+        if algo == RPROP:
+            inc, dec = f32(self.header["rprop_increase_factor"]), f32(self.header["rprop_decrease_factor"])
+            dmin, dmax = f32(self.header["rprop_delta_min"]), f32(self.header["rprop_delta_max"])
+            for W, slope, prev_slope, step, mask in zip(weights, slopes, prev_slopes, steps, masks):
+                prev_step = np.maximum(step, 0.0001)
+                same = prev_slope * slope
+                next_step = np.where(same >= 0, np.minimum(prev_step * inc, dmax), np.maximum(prev_step * dec, dmin))
+                slope = np.where(same >= 0, slope, 0.0)
+                w = np.where(slope < 0, np.maximum(W - next_step, -1500.0), np.minimum(W + next_step, 1500.0))
+                self._store(W, mask, w, step, next_step, prev_slope, slope)
+        elif algo == QUICKPROP:
+            eps = float(_f32(_f32(self.header["learning_rate"]) / _f32(num_data)))
+            decay, mu = f32(self.header["quickprop_decay"]), f32(self.header["quickprop_mu"])
+            shrink = float(_f32(mu / (1.0 + mu)))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                for W, g, prev_slope, prev_step, mask in zip(weights, slopes, prev_slopes, steps, masks):
+                    slope = g + decay * W
+                    quad = prev_step * slope / (prev_slope - slope)
+                    pos, neg = prev_step > 0.001, prev_step < -0.001
+                    step_pos = np.where(slope > 0, eps * slope, 0.0) + np.where(slope > shrink * prev_slope,
+                                                                                 mu * prev_step, quad)
+                    step_neg = np.where(slope < 0, eps * slope, 0.0) + np.where(slope < shrink * prev_slope,
+                                                                                 mu * prev_step, quad)
+                    next_step = np.where(pos, step_pos, np.where(neg, step_neg, eps * slope))
+                    self._store(W, mask, np.clip(W + next_step, -1500.0, 1500.0), prev_step, next_step,
+                                prev_slope, slope)
+        else:
+            raise NeuralError(f"algorithm {algo} has no batch update here")
 
     def _update_sarprop(self, slopes: list[np.ndarray]) -> None:
         """fann_update_weights_sarprop, weight by weight in FANN's connection order.
@@ -748,15 +753,58 @@ class Network:
         self._glibc = GlibcRandom(seed)
 
     @staticmethod
-    def _store(lay: Layer, w: np.ndarray, steps: np.ndarray, next_step: np.ndarray, prev_slope: np.ndarray,
-               slope: np.ndarray) -> None:
-        if lay.mask is not None:  # absent connections of sparse nets stay absent
-            w = np.where(lay.mask, w, 0.0)
-            next_step = np.where(lay.mask, next_step, steps)
-            slope = np.where(lay.mask, slope, 0.0)
-        lay.W[...] = w
+    def _store(W: np.ndarray, mask: np.ndarray | None, w: np.ndarray, steps: np.ndarray, next_step: np.ndarray,
+               prev_slope: np.ndarray, slope: np.ndarray) -> None:
+        if mask is not None:  # absent connections of sparse nets stay absent
+            w = np.where(mask, w, 0.0)
+            next_step = np.where(mask, next_step, steps)
+            slope = np.where(mask, slope, 0.0)
+        W[...] = w
         steps[...] = next_step
         prev_slope[...] = slope
+
+    # ------------------------------------------------------------------ cascade
+
+    def train_outputs_epoch(self, data: TrainingData) -> float:
+        """fann_train_outputs_epoch: slopes and one update for the output layer's weights only."""
+        self._check_data(data)
+        self._plan = self._infer = None
+        self.mse_value, self.num_mse, self.bit_fail = np.float32(0.0), 0, 0
+        V, S = self._forward(data.inputs)
+        err, sq, bit_fail = self._output_errors(V, S, data.outputs)
+        self.mse_value = self._mse_accumulate(self.mse_value, sq)
+        self.num_mse, self.bit_fail = sq.size, bit_fail
+        last = self.layers[-1]
+        g = err[:, : last.n1 - last.n0].T @ V[:, last.s0:last.s1]
+        if last.mask is not None:
+            g[~last.mask] = 0.0
+        self._train_arrays(zero_steps=self.training_algorithm == QUICKPROP)
+        self._apply_update([last.W], [g], self._slopes_prev[-1:], self._steps[-1:], data.num_data, [last.mask])
+        return self.mse
+
+    def nonoutput_values(self, X: np.ndarray) -> np.ndarray:
+        """Values of every neuron but the outputs, in FANN's neuron order (bias neurons = 1)."""
+        V, _ = self._forward(np.asarray(X, dtype=np.float64))
+        return V[:, : self.total - self.num_output]
+
+    def _desired_error_reached(self, desired_error: float) -> bool:
+        if int(self.header["train_stop_function"]) == STOP_BIT:
+            return self.bit_fail <= int(desired_error)
+        return self.mse <= desired_error
+
+    def _rebuild(self, ff: fannfile.FannFile) -> None:
+        """Take a new structure (cascade installed a neuron), keeping parameters and rand() state."""
+        params, glibc = self.params, getattr(self, "_glibc", None)
+        self.__dict__.update(Network(ff).__dict__)
+        self.params = params
+        if glibc is not None:
+            self._glibc = glibc
+
+    def cascade_train(self, data: TrainingData, max_neurons: int, desired_error: float = 0.0,
+                      callback: Any = None) -> float:
+        """Cascade2 (fann_cascadetrain_on_data) on a shortcut network; returns the final MSE."""
+        from .cascade import cascade_train
+        return cascade_train(self, data, max_neurons, desired_error, callback)
 
     def train(self, data: TrainingData, max_epochs: int, desired_error: float = 0.0,
               callback: Any = None) -> float:

@@ -31,6 +31,9 @@ with open(os.path.join(HERE, "golden", "train.json")) as f:
 with open(os.path.join(HERE, "golden", "init.json")) as f:
     INIT_CASES = json.load(f)
 
+with open(os.path.join(HERE, "golden", "cascade.json")) as f:
+    CASCADE_CASES = json.load(f)
+
 LIB = fannlib.load()
 live = pytest.mark.skipif(LIB is None, reason="libdoublefann.so.2 not installed (apt-get install libfann-dev); "
                                                 "the golden tests above still compare against its recorded output")
@@ -87,6 +90,28 @@ def check_init(case: dict) -> None:
 @pytest.mark.parametrize("case", INIT_CASES, ids=lambda c: c["kind"])
 def test_weight_initialization_equals_libfann_bit_for_bit(case):
     check_init(case)
+
+
+def check_cascade(case: dict) -> None:
+    net = Network.loads(case["net"])
+    net.seed_rand(case["seed"])
+    net.cascade_train(TrainingData.loads(case["data"]), case["max_neurons"], 0.0)
+    expected = Network.loads(case["final"])
+    assert len(net.layers) == len(expected.layers) == case["max_neurons"] + 1  # one layer per installed neuron
+    assert net.header["layer_sizes"] == expected.header["layer_sizes"]
+    assert [l.act.tolist() for l in net.layers] == [l.act.tolist() for l in expected.layers]
+    assert [l.steep.tolist() for l in net.layers] == [l.steep.tolist() for l in expected.layers]
+    np.testing.assert_allclose(net.weights, expected.weights, rtol=1e-6, atol=1e-12)
+
+
+@pytest.mark.parametrize("case", CASCADE_CASES, ids=lambda c: f"seed{c['seed']}")
+def test_cascade2_equals_libfann(case):
+    check_cascade(case)
+
+
+@live
+def test_live_cascade2():
+    check_cascade(cases.cascade_case(LIB, seed=21))
 
 
 @live
