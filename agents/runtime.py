@@ -107,6 +107,7 @@ class Agent:
         self.drain_timeout = drain_timeout
         self.ctx = ctx or zmq.Context.instance()
         self._handlers: dict[str, _Registration] = {}
+        self._batch_handlers: dict[str, Callable[[list[TaskContext]], list[Any]]] = {}
         self._running: dict[str, TaskContext] = {}
         self._futures: dict[str, Future] = {}
         self._stop = threading.Event()
@@ -137,9 +138,19 @@ class Agent:
             raise AgentError(f"handler for {kind!r}: async handlers cannot be inline")
         self._handlers[kind] = _Registration(fn, inline, is_async, len(params) >= 2)
 
+    def add_batch_handler(self, kind: str, fn: Callable[[list[TaskContext]], list[Any]]) -> None:
+        """Handle every task of ``kind`` in one TASK message with a single call.
+
+        ``fn`` receives the contexts and returns one result per context (an
+        Exception instance in its place fails just that task).  It runs on the
+        loop like an inline handler, so it must be quick: this is the hook for
+        micro-batching, e.g. many single-sample model evaluations as one batch.
+        """
+        self._batch_handlers[kind] = fn
+
     @property
     def kinds(self) -> list[str]:
-        return list(self._handlers)
+        return list(self._handlers) + [k for k in self._batch_handlers if k not in self._handlers]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -153,7 +164,7 @@ class Agent:
             signal.signal(sig, lambda *_: self.stop(drain=True))
 
     def run(self) -> None:
-        if not self._handlers:
+        if not self._handlers and not self._batch_handlers:
             raise AgentError("an agent needs at least one handler")
         self._pool = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix=f"{self.name}-worker")
         if any(r.is_async for r in self._handlers.values()):
@@ -241,8 +252,14 @@ class Agent:
                 log.error("%s: bad message from broker: %s", self.name, exc)
                 continue
             if command is Command.TASK and isinstance(body, list):
+                batches: dict[str, list[dict]] = {}
                 for assignment in body:
-                    self._start(assignment)
+                    if isinstance(assignment, dict) and assignment.get("kind") in self._batch_handlers:
+                        batches.setdefault(assignment["kind"], []).append(assignment)
+                    else:
+                        self._start(assignment)
+                for kind, assignments in batches.items():
+                    self._run_batch(kind, assignments)
             elif command is Command.CANCEL and isinstance(body, dict):
                 for task_id in body.get("ids", []):
                     self._cancel(task_id)
@@ -280,6 +297,23 @@ class Agent:
         else:
             fut = self._pool.submit(self._run_sync, reg, args, ctx)
         self._futures[task_id] = fut
+
+    def _run_batch(self, kind: str, assignments: list[dict]) -> None:
+        contexts = [TaskContext(a["id"], kind, a.get("payload"), a.get("project", "default"), a.get("attempt", 1),
+                                a.get("deadline"), self._report_inline)
+                    for a in assignments if isinstance(a.get("id"), str)]
+        try:
+            results = self._batch_handlers[kind](contexts)
+            if len(results) != len(contexts):
+                raise AgentError(f"batch handler for {kind!r} returned {len(results)} results for {len(contexts)} tasks")
+        except BaseException as exc:  # noqa: BLE001 - the whole batch fails, the agent lives
+            results = [exc] * len(contexts)
+        for ctx, result in zip(contexts, results):
+            if isinstance(result, BaseException):
+                self._failed.append(self._failure(ctx.id, result))
+            else:
+                self._done.append({"id": ctx.id, "result": result})
+            self.completed += 1
 
     def _run_sync(self, reg: _Registration, args: tuple, ctx: TaskContext) -> None:
         try:

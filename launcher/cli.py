@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--home", default=None, help="swarm home (default $ORCHFLOW_HOME or ~/.orchflow)")
     ap.add_argument("--agents", type=int, default=2, help="built-in agent processes (default 2)")
     ap.add_argument("--capacity", type=int, default=4, help="concurrent tasks per agent (default 4)")
+    ap.add_argument("--neural-workers", type=int, default=1, help="neural worker processes (default 1)")
     ap.add_argument("--demo", action="store_true", help="run the demo workload, then stop")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running: {state}" if state else f"no swarm is running under {home}")
         return 0 if state else 1
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    sup = Supervisor(SwarmConfig(home=home, agents=args.agents, agent_capacity=args.capacity))
+    sup = Supervisor(SwarmConfig(home=home, agents=args.agents, agent_capacity=args.capacity,
+                                 neural_workers=args.neural_workers))
     try:
         t = time.monotonic()
         sup.start()

@@ -29,7 +29,7 @@ def run_demo(endpoints: Endpoints, agents: int, out=print) -> bool:
         time.sleep(0.2)  # let the subscription reach the proxy
 
         n = 4 * agents
-        out(f"\n[1/3] fan-out: {n} shell tasks of 0.5 s each over {agents} agents")
+        out(f"\n[1/4] fan-out: {n} shell tasks of 0.5 s each over {agents} agents")
         t = time.monotonic()
         ids = [c.submit("shell", {"cmd": f"sleep 0.5; echo task {i} ran in $PWD", "timeout": 30})
                for i in range(n)]
@@ -41,7 +41,7 @@ def run_demo(endpoints: Endpoints, agents: int, out=print) -> bool:
             f"{n * 0.5 / wall:.1f}x; all exit 0: {good}")
         out(f"      e.g. {results[0]['stdout']!r}")
 
-        out("\n[2/3] swarm memory across two projects")
+        out("\n[2/4] swarm memory across two projects")
         with Client(endpoints.frontend, project="webapp") as web, Client(endpoints.frontend, project="cli") as cli:
             web.call("memory.put", {"key": "test-cmd", "value": "npm test"}, timeout=10)
             web.call("memory.put", {"ns": "shared", "key": "lesson", "value": "run lint before tests"}, timeout=10)
@@ -54,7 +54,24 @@ def run_demo(endpoints: Endpoints, agents: int, out=print) -> bool:
         out(f"      project 'cli' reads webapp's test command: {other!r}; shared lesson: {shared!r}")
         out(f"      project 'cli' writing webapp's namespace: {denied['state']} ({denied['error'][:60]}...)")
 
-        out("\n[3/3] events seen on the bus while this ran")
+        out("\n[3/4] a neural model trained and evaluated through the neural pool")
+        from neural import Network
+        net = Network.create_standard(2, 3, 1, seed=4)
+        net.set_activation(5)  # sigmoid symmetric
+        xor_in = [[-1.0, -1.0], [-1.0, 1.0], [1.0, -1.0], [1.0, 1.0]]
+        xor_out = [[-1.0], [1.0], [1.0], [-1.0]]
+        c.call("neural.load", {"name": "demo-xor", "fann": net.dumps()}, timeout=10)
+        trained = c.call("neural.train", {"name": "demo-xor", "algorithm": "rprop", "max_epochs": 500,
+                                          "desired_error": 0.001, "data": {"inputs": xor_in, "outputs": xor_out}},
+                         timeout=60)
+        ids = c.submit_many("neural.run", [{"name": "demo-xor", "input": x} for x in xor_in])
+        answers = [o["result"][0] for o in c.results(ids, timeout=20)]
+        good = trained["mse"] < 0.001 and all((a > 0) == (y[0] > 0) for a, y in zip(answers, xor_out))
+        ok &= good
+        out(f"      xor trained by RPROP to MSE {trained['mse']:.2e} (model version {trained['version']}); "
+            f"answers {[round(a, 3) for a in answers]}: {'right' if good else 'WRONG'}")
+
+        out("\n[4/4] events seen on the bus while this ran")
         time.sleep(0.3)
         stop.set()
         tailer.join(2)
@@ -64,5 +81,4 @@ def run_demo(endpoints: Endpoints, agents: int, out=print) -> bool:
         ok &= seen["task.done"] >= n
         status = c.status()
         out(f"\nbroker: {len(status['agents'])} agents, counters {status['counters']}")
-        out("neural model training through the pool: not part of this build yet (see the neural issue)")
     return ok

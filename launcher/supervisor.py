@@ -48,6 +48,7 @@ class SwarmConfig:
     home: Path
     agents: int = 2
     agent_capacity: int = 4
+    neural_workers: int = 1
     heartbeat: float = 1.0
     max_restarts: int = 5
     flap_window: float = 60.0
@@ -122,7 +123,11 @@ class Supervisor:
         for i in range(cfg.agents):
             self._add(f"agent{i}", lambda i=i: self.group.agent(f"agent{i}", capacity=cfg.agent_capacity,
                                                                 heartbeat=cfg.heartbeat))
-        self.group.wait_agents(1 + cfg.agents)
+        for i in range(cfg.neural_workers):
+            self._add(f"neural{i}", lambda i=i: self.group.agent(
+                f"neural{i}", capacity=256, module="neural.pool", heartbeat=cfg.heartbeat,
+                extra=["--memory", memory]))
+        self.group.wait_agents(1 + cfg.agents + cfg.neural_workers)
         self._write_state()
 
     def _add(self, name: str, start: Callable[[], object]) -> None:

@@ -1,0 +1,213 @@
+"""The neural worker pool: worker processes serving ``neural.*`` tasks over the bus.
+
+Kinds:
+
+* ``neural.load``  ``{"name", "fann": <FANN_FLO_2.1 text>, "meta"?}`` -> ``{"name", "version"}``
+* ``neural.run``   ``{"name", "version"?, "input": [..] | [[..], ..]}`` -> outputs, same shape
+* ``neural.train`` ``{"name", "version"?, "data": {"inputs", "outputs"} | "data_text", "algorithm"?,
+  "max_epochs"?, "desired_error"?, "cascade_neurons"?, "report_every"?}`` -> ``{"version", "mse", ...}``;
+  progress events every ``report_every`` epochs; cancellable between epochs
+* ``neural.list``  ``{}`` -> every model with its latest version and metadata
+* ``neural.stats`` ``{}`` -> this worker's micro-batching counters
+
+Models live in a registry in the shared LMDB memory (namespace ``neural``), versioned
+(``name@1``, ``name@2``, ...; the version counter is an atomic ``incr``), so every
+project and every worker sees the same models.  ``neural.run`` is a batch handler:
+all run requests that reach a worker in one TASK message are evaluated as one
+batched ``Network.run`` per model, which is the micro-batching that makes many
+concurrent single-sample requests cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+
+from agents.runtime import Agent, TaskContext
+from agents.errors import TaskCancelled
+from store import Memory
+
+from .data import TrainingData
+from .errors import NeuralError
+from .network import BATCH, INCREMENTAL, QUICKPROP, RPROP, SARPROP, Network
+
+NS = "neural"
+ALGORITHMS = {"incremental": INCREMENTAL, "batch": BATCH, "rprop": RPROP, "quickprop": QUICKPROP, "sarprop": SARPROP}
+
+
+class ModelRegistry:
+    """Versioned FANN models in the shared swarm memory."""
+
+    def __init__(self, memory: Memory) -> None:
+        self.memory = memory
+
+    @staticmethod
+    def _check_name(name: Any) -> str:
+        if not isinstance(name, str) or not name or any(c in name for c in "@/\x00") or len(name) > 100:
+            raise NeuralError(f"model name must be 1-100 characters without '@' or '/', got {name!r:.60}")
+        return name
+
+    def save(self, name: str, network: Network, meta: dict[str, Any] | None = None) -> int:
+        name = self._check_name(name)
+        version = int(self.memory.incr(NS, f"{name}/latest"))
+        self.memory.put(NS, f"{name}@{version}", {"fann": network.dumps(), "created": time.time(),
+                                                   "meta": meta or {}})
+        return version
+
+    def latest(self, name: str) -> int:
+        version = self.memory.get(NS, f"{self._check_name(name)}/latest")
+        if not version:
+            raise NeuralError(f"no model named {name!r}")
+        return int(version)
+
+    def load(self, name: str, version: int | None = None) -> tuple[int, str, dict[str, Any]]:
+        version = self.latest(name) if version is None else int(version)
+        entry = self.memory.get(NS, f"{self._check_name(name)}@{version}")
+        if entry is None:
+            raise NeuralError(f"model {name!r} has no version {version}")
+        return version, entry["fann"], entry.get("meta", {})
+
+    def list(self) -> list[dict[str, Any]]:
+        out = []
+        for key, latest in self.memory.items(NS):
+            if key.endswith("/latest"):
+                name = key[: -len("/latest")]
+                _, _, meta = self.load(name, latest)
+                out.append({"name": name, "latest": latest, "meta": meta})
+        return out
+
+
+class NeuralWorker:
+    def __init__(self, registry: ModelRegistry, cache_size: int = 32) -> None:
+        self.registry = registry
+        self.cache: OrderedDict[tuple[str, int], Network] = OrderedDict()
+        self.cache_size = cache_size
+        self.stats = {"batches": 0, "requests": 0, "samples": 0, "max_batch": 0}
+
+    def network(self, name: str, version: int | None) -> tuple[int, Network]:
+        version = self.registry.latest(name) if version is None else int(version)
+        key = (name, version)
+        net = self.cache.get(key)
+        if net is None:
+            _, text, _ = self.registry.load(name, version)
+            net = Network.loads(text)
+            self.cache[key] = net
+            if len(self.cache) > self.cache_size:
+                self.cache.popitem(last=False)
+        else:
+            self.cache.move_to_end(key)
+        return version, net
+
+    # ------------------------------------------------------------------ handlers
+
+    def load(self, payload: Any) -> dict[str, Any]:
+        if not isinstance(payload, dict) or not isinstance(payload.get("fann"), str):
+            raise NeuralError("neural.load needs {'name': str, 'fann': <FANN file text>}")
+        net = Network.loads(payload["fann"])  # validates before anything is stored
+        version = self.registry.save(payload.get("name"), net, payload.get("meta"))
+        return {"name": payload["name"], "version": version, "inputs": net.num_input, "outputs": net.num_output}
+
+    def run_batch(self, contexts: list[TaskContext]) -> list[Any]:
+        """Group requests by model; one batched run per model; results split back."""
+        results: list[Any] = [None] * len(contexts)
+        groups: dict[tuple[str, int], list[tuple[int, np.ndarray, bool]]] = {}
+        for i, ctx in enumerate(contexts):
+            try:
+                p = ctx.payload
+                if not isinstance(p, dict) or "input" not in p:
+                    raise NeuralError("neural.run needs {'name': str, 'input': [...]}")
+                version, net = self.network(p.get("name"), p.get("version"))
+                x = np.asarray(p["input"], dtype=np.float64)
+                single = x.ndim == 1
+                x2 = x.reshape(1, -1) if single else x
+                if x2.ndim != 2 or x2.shape[1] != net.num_input:
+                    raise NeuralError(f"model {p.get('name')!r} takes {net.num_input} inputs, got shape {x.shape}")
+                groups.setdefault((p["name"], version), []).append((i, x2, single))
+            except Exception as exc:  # one bad request fails alone
+                results[i] = exc
+        for (name, version), items in groups.items():
+            _, net = self.network(name, version)
+            X = np.vstack([x for _, x, _ in items])
+            Y = net.run(X) if len(X) > 1 or not items[0][2] else net.run(X[0]).reshape(1, -1)
+            self.stats["batches"] += 1
+            self.stats["samples"] += len(X)
+            self.stats["max_batch"] = max(self.stats["max_batch"], len(items))
+            row = 0
+            for i, x, single in items:
+                out = Y[row:row + len(x)]
+                row += len(x)
+                results[i] = out[0].tolist() if single else out.tolist()
+        self.stats["requests"] += len(contexts)
+        return results
+
+    def train(self, payload: Any, ctx: TaskContext) -> dict[str, Any]:
+        if not isinstance(payload, dict):
+            raise NeuralError("neural.train payload must be a map")
+        version, base = self.network(payload.get("name"), payload.get("version"))
+        net = Network.loads(base.dumps())  # train a copy; the cached version stays as it was
+        data = payload.get("data")
+        if isinstance(payload.get("data_text"), str):
+            data = TrainingData.loads(payload["data_text"])
+        elif isinstance(data, dict):
+            data = TrainingData(np.asarray(data["inputs"], dtype=np.float64), np.asarray(data["outputs"], dtype=np.float64))
+        else:
+            raise NeuralError("neural.train needs 'data' {'inputs', 'outputs'} or 'data_text'")
+        if "algorithm" in payload:
+            algo = ALGORITHMS.get(payload["algorithm"])
+            if algo is None:
+                raise NeuralError(f"algorithm must be one of {sorted(ALGORITHMS)}")
+            net.training_algorithm = algo
+        desired = float(payload.get("desired_error", 0.0))
+        every = max(1, int(payload.get("report_every", 10)))
+        started = time.monotonic()
+
+        def report(epoch: int, mse: float, bit_fail: int) -> bool:
+            if epoch % every == 0:
+                ctx.progress({"epoch": epoch, "mse": mse, "bit_fail": bit_fail})
+            ctx.check_cancelled()
+            return True
+
+        if payload.get("cascade_neurons"):
+            mse = net.cascade_train(data, int(payload["cascade_neurons"]), desired, callback=report)
+            epochs = None
+        else:
+            max_epochs = int(payload.get("max_epochs", 100))
+            mse = net.train(data, max_epochs, desired, callback=report)
+            epochs = max_epochs
+        meta = {"mse": mse, "trained_from": version, "samples": data.num_data,
+                "seconds": round(time.monotonic() - started, 3), "project": ctx.project}
+        new_version = self.registry.save(payload["name"], net, meta)
+        return {"name": payload["name"], "version": new_version, "mse": mse, "epochs": epochs,
+                "hidden_layers": len(net.layers) - 1}
+
+    def register(self, agent: Agent) -> None:
+        agent.add_handler("neural.load", self.load, inline=True)
+        agent.add_batch_handler("neural.run", self.run_batch)
+        agent.add_handler("neural.train", self.train)
+        agent.add_handler("neural.list", lambda payload: self.registry.list(), inline=True)
+        agent.add_handler("neural.stats", lambda payload: dict(self.stats), inline=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m neural.pool", description=__doc__.split("\n")[0])
+    ap.add_argument("--endpoint", required=True)
+    ap.add_argument("--memory", default=None, help="LMDB directory of the swarm memory (default $ORCHFLOW_HOME/memory)")
+    ap.add_argument("--name", default="neural")
+    ap.add_argument("--capacity", type=int, default=256)
+    ap.add_argument("--heartbeat", type=float, default=1.0)
+    ap.add_argument("--kinds", default=None, help="ignored; neural kinds are fixed")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    agent = Agent(args.endpoint, name=args.name, capacity=args.capacity, heartbeat_interval=args.heartbeat)
+    NeuralWorker(ModelRegistry(Memory(args.memory))).register(agent)
+    agent.install_signal_handlers()
+    agent.run()
+
+
+if __name__ == "__main__":
+    main()
