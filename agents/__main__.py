@@ -17,12 +17,31 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kinds", default="sys.noop,sys.echo,sys.sleep,sys.spin,sys.fail,shell",
                     help=f"comma-separated, from: {', '.join(BUILTINS)}")
     ap.add_argument("--heartbeat", type=float, default=1.0)
+    ap.add_argument("--memory", default=None, help="also serve memory.* kinds from this LMDB directory")
+    ap.add_argument("--events-in", default=None,
+                    help="with --memory: publish the change feed as memory.changed events (one agent only)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     agent = Agent(args.endpoint, name=args.name, capacity=args.capacity, heartbeat_interval=args.heartbeat)
     add_builtins(agent, [k for k in args.kinds.split(",") if k])
+    stop = None
+    if args.memory:
+        import threading
+
+        from store import Memory
+
+        from .memory_agent import MemoryService, publish_changes
+        memory = Memory(args.memory)
+        MemoryService(memory).register(agent)
+        if args.events_in:
+            stop = threading.Event()
+            threading.Thread(target=publish_changes, args=(memory, args.events_in, stop), daemon=True).start()
     agent.install_signal_handlers()
-    agent.run()
+    try:
+        agent.run()
+    finally:
+        if stop is not None:
+            stop.set()
 
 
 if __name__ == "__main__":

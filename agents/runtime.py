@@ -13,7 +13,6 @@ PROGRESS message, whatever number of tasks finished in it.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import os
@@ -115,7 +114,7 @@ class Agent:
         self._outbox_addr = f"inproc://orchflow-agent-outbox-{uuid.uuid4().hex}"
         self._local = threading.local()
         self._pool: ThreadPoolExecutor | None = None
-        self._aloop: asyncio.AbstractEventLoop | None = None
+        self._aloop: Any = None  # an asyncio loop, made only when an async handler exists
         self._done: list[dict] = []
         self._failed: list[dict] = []
         self._progress: list[dict] = []
@@ -168,6 +167,7 @@ class Agent:
             raise AgentError("an agent needs at least one handler")
         self._pool = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix=f"{self.name}-worker")
         if any(r.is_async for r in self._handlers.values()):
+            import asyncio  # lazily: importing asyncio costs each agent process ~8 MB of RSS
             self._aloop = asyncio.new_event_loop()
             threading.Thread(target=self._aloop.run_forever, name=f"{self.name}-asyncio", daemon=True).start()
         outbox = self.ctx.socket(zmq.PULL)
@@ -293,6 +293,7 @@ class Agent:
         ctx._cancelled = threading.Event()  # before any thread sees ctx: no creation race
         self._running[task_id] = ctx
         if reg.is_async:
+            import asyncio
             fut = asyncio.run_coroutine_threadsafe(self._run_async(reg, args, ctx), self._aloop)
         else:
             fut = self._pool.submit(self._run_sync, reg, args, ctx)
@@ -324,6 +325,7 @@ class Agent:
             self._report("done", ctx.id, result)
 
     async def _run_async(self, reg: _Registration, args: tuple, ctx: TaskContext) -> None:
+        import asyncio
         try:
             result = await reg.fn(*args)
         except asyncio.CancelledError:

@@ -36,11 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="orchflow-launch", description="Start and supervise a local orchflow swarm.")
     ap.add_argument("command", nargs="?", choices=["start", "stop", "status"], default="start")
     ap.add_argument("--home", default=None, help="swarm home (default $ORCHFLOW_HOME or ~/.orchflow)")
-    ap.add_argument("--agents", type=int, default=2, help="built-in agent processes (default 2)")
+    ap.add_argument("--agents", type=int, default=2, help="built-in agent processes, also serving memory (default 2)")
     ap.add_argument("--capacity", type=int, default=4, help="concurrent tasks per agent (default 4)")
     ap.add_argument("--neural-workers", type=int, default=1, help="neural worker processes (default 1)")
     ap.add_argument("--demo", action="store_true", help="run the demo workload, then stop")
     args = ap.parse_args(argv)
+    if args.agents < 1:
+        ap.error("--agents must be at least 1 (the built-in agents also serve the swarm memory)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     home = Path(args.home or orchflow_home())
     if args.command == "stop":

@@ -117,17 +117,17 @@ class Supervisor:
         journal = str(cfg.home / "journal")
         memory = str(cfg.home / "memory")
         self._add("broker", lambda: self.group.broker(journal=journal, heartbeat=cfg.heartbeat))
-        self._add("memory", lambda: self.group.agent(
-            "memory", capacity=4, module="agents.memory_agent", heartbeat=cfg.heartbeat,
-            extra=["--memory", memory, "--events-in", self.endpoints.events_in]))
+        # The built-in agents also serve memory.* (LMDB is safe across processes);
+        # agent0 alone publishes the change feed, so each change is announced once.
         for i in range(cfg.agents):
-            self._add(f"agent{i}", lambda i=i: self.group.agent(f"agent{i}", capacity=cfg.agent_capacity,
-                                                                heartbeat=cfg.heartbeat))
+            extra = ["--memory", memory] + (["--events-in", self.endpoints.events_in] if i == 0 else [])
+            self._add(f"agent{i}", lambda i=i, extra=extra: self.group.agent(
+                f"agent{i}", capacity=cfg.agent_capacity, heartbeat=cfg.heartbeat, extra=extra))
         for i in range(cfg.neural_workers):
             self._add(f"neural{i}", lambda i=i: self.group.agent(
                 f"neural{i}", capacity=256, module="neural.pool", heartbeat=cfg.heartbeat,
                 extra=["--memory", memory]))
-        self.group.wait_agents(1 + cfg.agents + cfg.neural_workers)
+        self.group.wait_agents(cfg.agents + cfg.neural_workers)
         self._write_state()
 
     def _add(self, name: str, start: Callable[[], object]) -> None:

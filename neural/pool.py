@@ -145,6 +145,12 @@ class NeuralWorker:
         self.stats["requests"] += len(contexts)
         return results
 
+    def _run_one(self, ctx: TaskContext) -> Any:
+        result = self.run_batch([ctx])[0]
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
     def train(self, payload: Any, ctx: TaskContext) -> dict[str, Any]:
         if not isinstance(payload, dict):
             raise NeuralError("neural.train payload must be a map")
@@ -185,9 +191,12 @@ class NeuralWorker:
         return {"name": payload["name"], "version": new_version, "mse": mse, "epochs": epochs,
                 "hidden_layers": len(net.layers) - 1}
 
-    def register(self, agent: Agent) -> None:
+    def register(self, agent: Agent, batching: bool = True) -> None:
         agent.add_handler("neural.load", self.load, inline=True)
-        agent.add_batch_handler("neural.run", self.run_batch)
+        if batching:
+            agent.add_batch_handler("neural.run", self.run_batch)
+        else:  # one evaluation per request: the baseline micro-batching is measured against
+            agent.add_handler("neural.run", lambda payload, ctx: self._run_one(ctx), inline=True)
         agent.add_handler("neural.train", self.train)
         agent.add_handler("neural.list", lambda payload: self.registry.list(), inline=True)
         agent.add_handler("neural.stats", lambda payload: dict(self.stats), inline=True)
@@ -201,10 +210,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--capacity", type=int, default=256)
     ap.add_argument("--heartbeat", type=float, default=1.0)
     ap.add_argument("--kinds", default=None, help="ignored; neural kinds are fixed")
+    ap.add_argument("--no-batching", action="store_true", help="evaluate run requests one by one (for benchmarks)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     agent = Agent(args.endpoint, name=args.name, capacity=args.capacity, heartbeat_interval=args.heartbeat)
-    NeuralWorker(ModelRegistry(Memory(args.memory))).register(agent)
+    NeuralWorker(ModelRegistry(Memory(args.memory))).register(agent, batching=not args.no_batching)
     agent.install_signal_handlers()
     agent.run()
 

@@ -50,7 +50,7 @@ def orchflow(env, *args: str, timeout: float = 30) -> subprocess.CompletedProces
 def test_launch_use_restart_and_stop(launched):
     env, proc, state_file = launched
     state = json.load(open(state_file))
-    assert set(state["pids"]) == {"broker", "memory", "agent0", "agent1", "neural0"}
+    assert set(state["pids"]) == {"broker", "agent0", "agent1", "neural0"}
     assert oct(os.stat(os.path.dirname(state_file)).st_mode & 0o777) == "0o700"
 
     second = subprocess.run(["orchflow-launch"], env=env, capture_output=True, text=True, timeout=30)
@@ -70,10 +70,10 @@ def test_launch_use_restart_and_stop(launched):
     wait_for(lambda: json.load(open(state_file))["pids"]["agent0"] != old, 15, "agent0 restarted")
     def replaced():  # the dead one declared lost (heartbeat) and the new one registered
         s = json.loads(orchflow(env, "status").stdout)
-        return s if s["counters"]["agents_lost"] >= 1 and len(s["agents"]) == 4 else None
+        return s if s["counters"]["agents_lost"] >= 1 and len(s["agents"]) == 3 else None
 
     status = wait_for(replaced, 15, "the dead agent lost and its replacement registered")
-    assert sorted(a["name"] for a in status["agents"]) == ["agent0", "agent1", "memory", "neural0"]
+    assert sorted(a["name"] for a in status["agents"]) == ["agent0", "agent1", "neural0"]
 
     pids = list(json.load(open(state_file))["pids"].values())
     stop = subprocess.run(["orchflow-launch", "stop"], env=env, capture_output=True, text=True, timeout=60)
