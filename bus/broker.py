@@ -126,7 +126,7 @@ class Broker:
         self.backend = self._router_socket(cfg.backend)
         self.proxy = EventProxy(cfg.events_in, cfg.events_out, cfg.event_hwm)
         self.proxy.start()
-        self.events = EventPublisher(self.proxy, cfg.event_hwm)
+        self.events = EventPublisher(self.proxy.ctx, self.proxy.inproc, cfg.event_hwm)  # inproc: same context
         self._replay()
         self._bound = True
 

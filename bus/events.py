@@ -15,6 +15,7 @@ events nobody listens to (the common case under load).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 import zmq
@@ -78,13 +79,17 @@ class EventProxy:
 
 
 class EventPublisher:
-    """Publishes ``[topic, msgpack body]`` and knows which topics have subscribers."""
+    """Publishes ``[topic, msgpack body]`` and knows which topics have subscribers.
 
-    def __init__(self, proxy: EventProxy, hwm: int = DEFAULT_EVENT_HWM) -> None:
-        self.sock = proxy.ctx.socket(zmq.XPUB)  # inproc peers must share a context
+    An XPUB connected to the proxy's XSUB: subscriptions flow up to it, so it can
+    skip events nobody wants, and wait briefly for a subscriber that is (re)joining.
+    """
+
+    def __init__(self, ctx: zmq.Context, endpoint: str, hwm: int = DEFAULT_EVENT_HWM) -> None:
+        self.sock = ctx.socket(zmq.XPUB)
         self.sock.linger = 0
         self.sock.sndhwm = hwm
-        self.sock.connect(proxy.inproc)
+        self.sock.connect(endpoint)
         self._prefixes: dict[bytes, int] = {}
         self._wanted: dict[str, bool] = {}
         self.dropped = 0
@@ -103,6 +108,18 @@ class EventPublisher:
                 if self._prefixes[prefix] <= 0:
                     del self._prefixes[prefix]
             self._wanted.clear()
+
+    def wait_for_subscriber(self, topic: str, timeout: float) -> bool:
+        """Block up to ``timeout`` s until someone subscribes to ``topic`` (for rare events
+        published right after a restart, when subscribers are still reconnecting)."""
+        deadline = time.monotonic() + timeout
+        self.on_subscription()
+        while not self.wants(topic):
+            left = deadline - time.monotonic()
+            if left <= 0 or not self.sock.poll(left * 1000):
+                return False
+            self.on_subscription()
+        return True
 
     def wants(self, topic: str) -> bool:
         hit = self._wanted.get(topic)

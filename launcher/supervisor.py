@@ -19,9 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import zmq
+
 from bus.client import Client
 from bus.endpoints import Endpoints
 from bus.errors import BusError
+from bus.events import EventPublisher
 
 from .procs import ProcessGroup
 
@@ -105,6 +108,18 @@ class Supervisor:
         self.endpoints: Endpoints = self.group.endpoints
         self.children: dict[str, Child] = {}
         self._stop = threading.Event()
+        self._events: EventPublisher | None = None
+
+    def _publish(self, topic: str, body: dict) -> None:
+        """Supervisor events (agent.restarted, agent.given_up) go through the broker's event proxy.
+
+        They follow restarts, when subscribers may still be reconnecting (a restarted
+        broker is a new proxy), so wait up to a second for one before giving up.
+        """
+        if self._events is None:
+            self._events = EventPublisher(zmq.Context.instance(), self.endpoints.events_in)
+        if self._events.wait_for_subscriber(topic, 1.0):
+            self._events.publish(topic, body)
 
     # ------------------------------------------------------------------ start
 
@@ -163,14 +178,18 @@ class Supervisor:
             child.given_up = True
             log.error("%s exited (%s) %d times in %.0fs: giving up on it", child.name, code,
                       len(child.restarts) + 1, self.config.flap_window)
+            self._publish("agent.given_up", {"name": child.name, "exit_code": code,
+                                             "restarts": len(child.restarts)})
             return
         delay = child.backoff * (2 ** len(child.restarts))
         log.warning("%s exited with %s; restarting in %.1fs", child.name, code, delay)
         if self._stop.wait(delay):
             return
         child.restarts.append(time.monotonic())
-        child.start()
+        proc = child.start()
         self._write_state()
+        self._publish("agent.restarted", {"name": child.name, "exit_code": code, "restarts": len(child.restarts),
+                                          "pid": getattr(proc, "pid", None), "ts": time.time()})
 
     # ------------------------------------------------------------------ stop
 
@@ -192,6 +211,8 @@ class Supervisor:
                     proc.wait(30)
                 except Exception:
                     proc.kill()
+        if self._events is not None:
+            self._events.close()
         self.group.close()
         try:
             self.config.state_file.unlink()

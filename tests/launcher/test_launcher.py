@@ -8,6 +8,7 @@ import signal
 import subprocess
 import time
 
+import numpy as np
 import pytest
 
 from launcher.supervisor import pid_alive as alive
@@ -81,3 +82,41 @@ def test_launch_use_restart_and_stop(launched):
     proc.wait(30)
     assert not [p for p in pids if alive(p)]
     assert not os.path.exists(state_file)
+
+
+def test_broker_and_neural_worker_killed_under_the_launcher(launched):
+    """kill -9 of the broker: restarted, no acknowledged task lost; kill -9 of the
+    neural worker mid-training: restarted, the training completes on the new one."""
+    from bus import Client
+    from neural import Network
+
+    env, proc, state_file = launched
+    state = json.load(open(state_file))
+    ep = state["endpoints"]
+    with Client(ep["frontend"], events=ep["events"], ack_timeout=10) as c:
+        sub = c.subscribe("agent.restarted")
+        ids = []
+        for _ in range(4):
+            ids += c.submit_many("sys.sleep", [0.02] * 50)   # acknowledged = journaled
+        os.kill(state["pids"]["broker"], signal.SIGKILL)
+        outcomes = c.results(ids, timeout=60)
+        assert len(outcomes) == 200 and {o["state"] for o in outcomes} == {"done"}
+        event = sub.recv(timeout=10)
+        assert event is not None and event[0] == "agent.restarted" and event[1]["name"] == "broker"
+        assert json.load(open(state_file))["pids"]["broker"] != state["pids"]["broker"]
+
+        net = Network.create_standard(4, 8, 1, seed=2)
+        c.call("neural.load", {"name": "slow", "fann": net.dumps()}, timeout=20)
+        rng = np.random.default_rng(0)
+        x = rng.uniform(-1, 1, (400, 4))
+        data = {"inputs": x.tolist(), "outputs": np.tanh(x.sum(axis=1, keepdims=True)).tolist()}
+        task = c.submit("neural.train", {"name": "slow", "algorithm": "incremental", "max_epochs": 300,
+                                         "data": data, "report_every": 1000})
+        time.sleep(1.0)
+        assert c.status([task])["tasks"][task] == "running"
+        neural_pid = json.load(open(state_file))["pids"]["neural0"]
+        os.kill(neural_pid, signal.SIGKILL)
+        outcome = c.outcome(task, timeout=120)
+        assert outcome["state"] == "done" and outcome["attempts"] == 2
+        assert outcome["result"]["version"] == 2
+        assert json.load(open(state_file))["pids"]["neural0"] != neural_pid
