@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--liveness", type=int, default=3)
     ap.add_argument("--durable", choices=["sync", "nosync"], default="sync",
                     help="fsync each group commit (sync) or leave it to the OS (nosync)")
+    ap.add_argument("--tcp-backend", default=None, metavar="tcp://HOST:PORT",
+                    help="also accept agents over TCP (remote agents); nothing but ipc:// unless given")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     os.makedirs(args.run_dir, mode=0o700, exist_ok=True)
@@ -25,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
         from store.journal import TaskJournal
         journal = TaskJournal(args.journal, sync=args.durable == "sync")
     serve(BrokerConfig.in_directory(args.run_dir, heartbeat_interval=args.heartbeat,
-                                    heartbeat_liveness=args.liveness), journal)
+                                    heartbeat_liveness=args.liveness, backend_tcp=args.tcp_backend), journal)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ class BrokerConfig:
     event_hwm: int = DEFAULT_EVENT_HWM
     result_ttl: float = 3600.0
     compact_interval: float = 60.0
+    backend_tcp: str | None = None  # extra agent endpoint for remote agents; only when asked for
 
     @classmethod
     def in_directory(cls, run_dir: str, **kw: Any) -> "BrokerConfig":
@@ -124,6 +125,8 @@ class Broker:
         cfg = self.config
         self.frontend = self._router_socket(cfg.frontend)
         self.backend = self._router_socket(cfg.backend)
+        if cfg.backend_tcp:
+            self.backend.bind(cfg.backend_tcp)
         self.proxy = EventProxy(cfg.events_in, cfg.events_out, cfg.event_hwm)
         self.proxy.start()
         self.events = EventPublisher(self.proxy.ctx, self.proxy.inproc, cfg.event_hwm)  # inproc: same context

@@ -32,6 +32,36 @@ def stop_swarm(home: Path) -> int:
     return 1
 
 
+def detach(home: Path, args: list[str]) -> int:
+    """Start the launcher in a new session with its output in the swarm's log directory,
+    and return once it reports ready (or failed)."""
+    import subprocess
+    if swarm_running(home):
+        print(f"orchflow-launch: a swarm is already running under {home}; stop it with: orchflow-launch stop",
+              file=sys.stderr)
+        return 2
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    log_path = home / "logs" / "launcher.log"
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env=dict(os.environ, ORCHFLOW_HOME=str(home)))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            print(f"orchflow-launch: the swarm did not start (exit {proc.returncode}); see {log_path}", file=sys.stderr)
+            return 1
+        state = swarm_running(home)
+        if state:
+            print(f"orchflow swarm running in the background (launcher pid {state['launcher_pid']}) under {home}")
+            print(f"  clients: {state['endpoints']['frontend']}\n  logs:    {log_path}\n"
+                  f"  stop with: orchflow-launch stop")
+            return 0
+        time.sleep(0.1)
+    print(f"orchflow-launch: no ready swarm after 30 s; see {log_path}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="orchflow-launch", description="Start and supervise a local orchflow swarm.")
     ap.add_argument("command", nargs="?", choices=["start", "stop", "status"], default="start")
@@ -40,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--capacity", type=int, default=4, help="concurrent tasks per agent (default 4)")
     ap.add_argument("--neural-workers", type=int, default=1, help="neural worker processes (default 1)")
     ap.add_argument("--demo", action="store_true", help="run the demo workload, then stop")
+    ap.add_argument("--tcp", default=None, metavar="HOST:PORT",
+                    help="also accept remote agents on tcp://HOST:PORT (default: ipc only, this machine)")
+    ap.add_argument("--detach", action="store_true", help="run in the background; return once the swarm is ready")
     args = ap.parse_args(argv)
     if args.agents < 1:
         ap.error("--agents must be at least 1 (the built-in agents also serve the swarm memory)")
@@ -52,8 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"running: {state}" if state else f"no swarm is running under {home}")
         return 0 if state else 1
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if args.detach:
+        return detach(home, [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--detach"])
     sup = Supervisor(SwarmConfig(home=home, agents=args.agents, agent_capacity=args.capacity,
-                                 neural_workers=args.neural_workers))
+                                 neural_workers=args.neural_workers, tcp=args.tcp))
     try:
         t = time.monotonic()
         sup.start()
@@ -63,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ep = sup.endpoints
         print(f"orchflow swarm ready in {time.monotonic() - t:.2f}s under {home}")
-        print(f"  clients:  {ep.frontend}\n  agents:   {ep.backend}\n  events:   {ep.events}")
+        print(f"  clients:  {ep.frontend}\n  agents:   {ep.backend}"
+              + (f" and tcp://{args.tcp}" if args.tcp else "") + f"\n  events:   {ep.events}")
         print(f"  state:    {sup.config.state_file}\n  logs:     {home / 'logs'}")
         if args.demo:
             from .demo import run_demo

@@ -5,13 +5,29 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
-from bus.client import Client
+from bus.client import Client, outcome_value
 from bus.errors import BusError, TaskFailed
 from store.env import orchflow_home
 
 from .supervisor import read_state
+
+
+def render_status(st: dict) -> str:
+    c = st["counters"]
+    lines = [f"broker up {st['uptime']:.0f}s, protocol v{st['version']}, {st['live']} live tasks",
+             f"tasks: {c['submitted']} submitted, {c['done']} done, {c['failed']} failed, {c['cancelled']} cancelled, "
+             f"{c['expired']} expired, {c['retried']} retried",
+             f"agents ({len(st['agents'])}):"]
+    lines += [f"  {a['name']:12} {a['inflight']:>3}/{a['capacity']:<4} done {a['completed']}" for a in st["agents"]]
+    queues = st.get("queues") or {}
+    lines.append("queues: " + (", ".join(f"{k} {v}" for k, v in queues.items()) if queues else "empty"))
+    health = "ok" if st["agents"] and not (c["malformed_frontend"] or c["malformed_backend"]) else "check"
+    lines.append(f"health: {health} (agents lost {c['agents_lost']}, malformed messages "
+                 f"{c['malformed_frontend'] + c['malformed_backend']}, events dropped {st['events_dropped']})")
+    return "\n".join(lines)
 
 
 def neural_command(c: Client, args: argparse.Namespace) -> object:
@@ -32,40 +48,59 @@ def neural_command(c: Client, args: argparse.Namespace) -> object:
         payload["algorithm"] = args.algorithm
     if args.cascade:
         payload["cascade_neurons"] = args.cascade
+    return outcome_value(wait_with_progress(c, c.submit, "neural.train", payload, None, quiet=args.json))
+
+
+def wait_with_progress(c: Client, submit, kind: str, payload: object, timeout: float | None,
+                       quiet: bool) -> dict:
+    """Submit, then wait for the outcome while printing the task's progress events to stderr."""
+    deadline = None if timeout is None else time.monotonic() + timeout
     with c.subscribe("task.progress") as sub:
-        task = c.submit("neural.train", payload)
-        while True:  # show progress until the result is there
+        task = submit(kind, payload)
+        while True:
             try:
-                return c.result(task, timeout=0.2)
+                return c.outcome(task, timeout=0.2)
             except TimeoutError:
+                if deadline is not None and time.monotonic() > deadline:
+                    raise
                 event = sub.recv(timeout=0)
                 while event is not None:
-                    if event[1].get("id") == task and not args.json:
-                        d = event[1]["data"]
-                        print(f"  epoch {d.get('epoch')}: MSE {d.get('mse'):.6g}", file=sys.stderr, flush=True)
+                    if event[1].get("id") == task and not quiet:
+                        print(f"  {format_progress(event[1].get('data'))}", file=sys.stderr, flush=True)
                     event = sub.recv(timeout=0)
 
 
+def format_progress(data: object) -> str:
+    if isinstance(data, dict) and "line" in data:      # shell output
+        return f"[{data.get('stream', 'out')}] {data['line']}"
+    if isinstance(data, dict) and "epoch" in data:     # neural training
+        return f"epoch {data['epoch']}: MSE {data.get('mse', float('nan')):.6g}"
+    return json.dumps(data, default=str)
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="orchflow", description="Use a running orchflow swarm.")
-    ap.add_argument("--home", default=None)
-    ap.add_argument("--project", default="default")
-    ap.add_argument("--json", action="store_true", help="machine-readable output")
+    common = argparse.ArgumentParser(add_help=False)  # accepted before or after the subcommand
+    common.add_argument("--home", default=argparse.SUPPRESS, help="swarm home (default $ORCHFLOW_HOME or ~/.orchflow)")
+    common.add_argument("--project", default=argparse.SUPPRESS, help="project the tasks belong to")
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    ap = argparse.ArgumentParser(prog="orchflow", description="Use a running orchflow swarm.", parents=[common])
     sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("submit")
+    s = sub.add_parser("submit", parents=[common], help="submit a task (--wait for its result)")
     s.add_argument("kind")
     s.add_argument("--payload", default="null", help="JSON")
     s.add_argument("--wait", action="store_true")
     s.add_argument("--timeout", type=float, default=None)
-    sub.add_parser("status")
-    e = sub.add_parser("events")
+    sub.add_parser("status", parents=[common], help="agents, queues, counters")
+    sub.add_parser("agents", parents=[common], help="registered agents")
+    sub.add_parser("stop", parents=[common], help="stop the swarm (as orchflow-launch stop)")
+    e = sub.add_parser("events", parents=[common], help="live tail of events")
     e.add_argument("topics", nargs="*")
-    m = sub.add_parser("memory")
+    m = sub.add_parser("memory", parents=[common], help="swarm memory")
     m.add_argument("op", choices=["get", "put", "delete", "list", "search", "namespaces"])
     m.add_argument("args", nargs="*")
     m.add_argument("--ns", default=None)
     m.add_argument("--ttl", type=float, default=None)
-    nn = sub.add_parser("neural", help="models in the neural pool")
+    nn = sub.add_parser("neural", parents=[common], help="models in the neural pool")
     nn.add_argument("op", choices=["list", "load", "run", "train"])
     nn.add_argument("name", nargs="?")
     nn.add_argument("file", nargs="?", help="load: FANN network file; train: FANN training-data file")
@@ -76,7 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     nn.add_argument("--desired-error", type=float, default=0.0)
     nn.add_argument("--cascade", type=int, default=None, metavar="MAX_NEURONS", help="train with Cascade2")
     args = ap.parse_args(argv)
-    home = Path(args.home or orchflow_home())
+    args.json = getattr(args, "json", False)
+    args.project = getattr(args, "project", "default")
+    home = Path(getattr(args, "home", None) or orchflow_home())
+    if args.cmd == "stop":
+        from .cli import stop_swarm
+        return stop_swarm(home)
     state = read_state(home)
     if not state:
         print(f"orchflow: no swarm found under {home}; start one with orchflow-launch", file=sys.stderr)
@@ -89,10 +129,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with Client(ep["frontend"], events=ep["events"], project=args.project) as c:
             if args.cmd == "submit":
-                task_id = c.submit(args.kind, json.loads(args.payload))
-                show(c.outcome(task_id, timeout=args.timeout) if args.wait else {"id": task_id})
+                if not args.wait:
+                    show({"id": c.submit(args.kind, json.loads(args.payload))})
+                else:
+                    show(wait_with_progress(c, c.submit, args.kind, json.loads(args.payload), args.timeout,
+                                            quiet=args.json))
             elif args.cmd == "status":
-                show(c.status())
+                status = c.status()
+                show(status) if args.json else print(render_status(status))
+            elif args.cmd == "agents":
+                agents = c.status()["agents"]
+                if args.json:
+                    show(agents)
+                else:
+                    for a in agents:
+                        print(f"{a['name']:12} {a['inflight']:>3}/{a['capacity']:<4} done {a['completed']:<8} "
+                              f"{', '.join(a['kinds'])}")
             elif args.cmd == "events":
                 for topic, body in c.subscribe(*args.topics):
                     print(json.dumps({"topic": topic, **body}) if args.json else f"{topic:16} {body}", flush=True)

@@ -52,6 +52,7 @@ class SwarmConfig:
     agents: int = 2
     agent_capacity: int = 4
     neural_workers: int = 1
+    tcp: str | None = None  # "HOST:PORT" where remote agents may connect
     heartbeat: float = 1.0
     max_restarts: int = 5
     flap_window: float = 60.0
@@ -131,7 +132,8 @@ class Supervisor:
         os.chmod(cfg.run_dir, 0o700)
         journal = str(cfg.home / "journal")
         memory = str(cfg.home / "memory")
-        self._add("broker", lambda: self.group.broker(journal=journal, heartbeat=cfg.heartbeat))
+        tcp = f"tcp://{cfg.tcp}" if cfg.tcp else None
+        self._add("broker", lambda: self.group.broker(journal=journal, heartbeat=cfg.heartbeat, tcp_backend=tcp))
         # The built-in agents also serve memory.* (LMDB is safe across processes);
         # agent0 alone publishes the change feed, so each change is announced once.
         for i in range(cfg.agents):
@@ -153,7 +155,8 @@ class Supervisor:
         state = {"version": VERSION, "launcher_pid": os.getpid(), "started": time.time(),
                  "home": str(self.config.home),
                  "endpoints": {"frontend": self.endpoints.frontend, "backend": self.endpoints.backend,
-                               "events_in": self.endpoints.events_in, "events": self.endpoints.events},
+                               "events_in": self.endpoints.events_in, "events": self.endpoints.events,
+                               "backend_tcp": f"tcp://{self.config.tcp}" if self.config.tcp else None},
                  "pids": {name: proc.pid for name, proc in self.group.procs.items()}}
         tmp = self.config.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))

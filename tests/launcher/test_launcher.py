@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -120,3 +121,48 @@ def test_broker_and_neural_worker_killed_under_the_launcher(launched):
         assert outcome["state"] == "done" and outcome["attempts"] == 2
         assert outcome["result"]["version"] == 2
         assert json.load(open(state_file))["pids"]["neural0"] != neural_pid
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_detached_swarm_with_a_remote_agent_over_tcp(run_dir):
+    home = os.path.join(run_dir, "home")
+    env = dict(os.environ, ORCHFLOW_HOME=home)
+    port = free_port()
+    up = subprocess.run(["orchflow-launch", "--detach", "--tcp", f"127.0.0.1:{port}"], env=env,
+                        capture_output=True, text=True, timeout=60)
+    state_file = os.path.join(home, "run", "state.json")
+    remote = None
+    try:
+        assert up.returncode == 0, up.stderr
+        assert "running in the background" in up.stdout
+        state = json.load(open(state_file))
+        assert state["endpoints"]["backend_tcp"] == f"tcp://127.0.0.1:{port}"
+        # a "remote" agent: connects over TCP, serves a kind the local agents do not
+        remote = subprocess.Popen([sys.executable, "-m", "agents", "--endpoint", f"tcp://127.0.0.1:{port}",
+                                   "--name", "remote", "--kinds", "sys.spin"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        wait_for(lambda: "remote" in orchflow(env, "agents").stdout, 20, "the remote agent")
+        out = orchflow(env, "submit", "sys.spin", "--payload", "1000", "--wait")
+        assert json.loads(out.stdout)["state"] == "done"
+        shell = orchflow(env, "submit", "shell", "--payload", '{"cmd": "echo one; echo two"}', "--wait")
+        assert json.loads(shell.stdout)["result"]["stdout"] == "one\ntwo"
+        human = subprocess.run(["orchflow", "status"], env=env, capture_output=True, text=True, timeout=30)
+        assert "health: ok" in human.stdout and "remote" in human.stdout
+        pids = list(state["pids"].values()) + [state["launcher_pid"]]
+        stop = subprocess.run(["orchflow", "stop"], env=env, capture_output=True, text=True, timeout=60)
+        assert stop.returncode == 0, stop.stdout + stop.stderr
+        wait_for(lambda: not [p for p in pids if alive(p)], 20, "every swarm process to exit")
+    finally:
+        if remote is not None:
+            os.killpg(remote.pid, signal.SIGKILL)
+            remote.wait(10)
+        if os.path.exists(state_file):
+            for pid in [json.load(open(state_file))["launcher_pid"], *json.load(open(state_file))["pids"].values()]:
+                if alive(pid):
+                    os.kill(pid, signal.SIGKILL)
