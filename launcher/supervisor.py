@@ -44,6 +44,8 @@ class Child:
     restarts: list[float] = field(default_factory=list)
     backoff: float = 0.5
     given_up: bool = False
+    unhealthy: int = 0          # consecutive failed health checks
+    started: float = 0.0
 
 
 @dataclass
@@ -56,6 +58,8 @@ class SwarmConfig:
     heartbeat: float = 1.0
     max_restarts: int = 5
     flap_window: float = 60.0
+    health_interval: float = 2.0   # how often the broker is asked who is registered
+    health_failures: int = 3       # consecutive failures before a live but unhealthy child is restarted
 
     @property
     def run_dir(self) -> Path:
@@ -148,7 +152,7 @@ class Supervisor:
         self._write_state()
 
     def _add(self, name: str, start: Callable[[], object]) -> None:
-        self.children[name] = Child(name, start)
+        self.children[name] = Child(name, start, started=time.monotonic())
         start()
 
     def _write_state(self) -> None:
@@ -165,14 +169,47 @@ class Supervisor:
     # ------------------------------------------------------------------ supervise
 
     def supervise(self, until: Callable[[], bool] | None = None, poll: float = 0.2) -> None:
-        """Restart dead children until stopped (or ``until()`` is true)."""
+        """Restart dead or hung children until stopped (or ``until()`` is true)."""
+        next_health = time.monotonic() + self.config.health_interval
         while not self._stop.is_set() and not (until and until()):
             for child in self.children.values():
                 proc = self.group.procs.get(child.name)
                 if child.given_up or proc is None or proc.poll() is None:
                     continue
                 self._restart(child, proc.returncode)
+            if time.monotonic() >= next_health:
+                self._health_check()
+                next_health = time.monotonic() + self.config.health_interval
             self._stop.wait(poll)
+
+    def _health_check(self) -> None:
+        """A live process is not necessarily a working one: ask the broker.
+
+        The broker must answer STATUS; each agent child must be registered with it
+        (the broker drops agents whose heartbeats stop).  A child failing
+        ``health_failures`` checks in a row is killed and restarted like a crashed one.
+        """
+        try:
+            with Client(self.endpoints.frontend, ack_timeout=1.0) as c:
+                registered = {a["name"] for a in c.status()["agents"]}
+            broker_ok = True
+        except BusError:
+            registered, broker_ok = set(), False
+        grace = self.config.health_interval * self.config.health_failures
+        for child in self.children.values():
+            proc = self.group.procs.get(child.name)
+            if child.given_up or proc is None or proc.poll() is not None:
+                continue
+            if child.name == "broker":
+                healthy = broker_ok
+            else:  # an agent is judged only while the broker itself answers
+                healthy = not broker_ok or child.name in registered or time.monotonic() - child.started < grace
+            child.unhealthy = 0 if healthy else child.unhealthy + 1
+            if child.unhealthy >= self.config.health_failures:
+                log.warning("%s is alive but failed %d health checks: killing it to restart", child.name,
+                            child.unhealthy)
+                child.unhealthy = 0
+                self.group.kill(child.name)  # SIGKILL; the next supervise turn restarts it
 
     def _restart(self, child: Child, code: int | None) -> None:
         now = time.monotonic()
@@ -189,6 +226,7 @@ class Supervisor:
         if self._stop.wait(delay):
             return
         child.restarts.append(time.monotonic())
+        child.started = time.monotonic()
         proc = child.start()
         self._write_state()
         self._publish("agent.restarted", {"name": child.name, "exit_code": code, "restarts": len(child.restarts),

@@ -166,3 +166,41 @@ def test_detached_swarm_with_a_remote_agent_over_tcp(run_dir):
             for pid in [json.load(open(state_file))["launcher_pid"], *json.load(open(state_file))["pids"].values()]:
                 if alive(pid):
                     os.kill(pid, signal.SIGKILL)
+
+
+def test_a_hung_agent_is_detected_and_restarted(launched):
+    """SIGSTOP leaves the process alive but silent: the broker drops it after 3 s of
+    missing heartbeats and the launcher's health checks then kill and restart it."""
+    env, proc, state_file = launched
+    state = json.load(open(state_file))
+    hung = state["pids"]["agent1"]
+    os.kill(hung, signal.SIGSTOP)
+    try:
+        wait_for(lambda: json.load(open(state_file))["pids"]["agent1"] != hung, 30, "agent1 replaced")
+        assert not alive(hung)
+        wait_for(lambda: "agent1" in orchflow(env, "agents").stdout, 15, "the new agent1 registered")
+        out = orchflow(env, "submit", "sys.echo", "--payload", "2", "--wait")
+        assert json.loads(out.stdout)["result"] == 2
+    finally:
+        if alive(hung):
+            os.kill(hung, signal.SIGCONT)
+
+
+def test_events_tail_through_the_cli(launched):
+    env, proc, state_file = launched
+    tail = subprocess.Popen(["orchflow", "--json", "events", "task."], env=env, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        time.sleep(1.0)  # the tail's subscription reaches the proxy
+        out = orchflow(env, "submit", "sys.echo", "--payload", '"watched"', "--wait")
+        task = json.loads(out.stdout)["id"]
+        seen = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and "task.done" not in seen:
+            event = json.loads(tail.stdout.readline())
+            if event["id"] == task:
+                seen.append(event["topic"])
+        assert seen == ["task.queued", "task.started", "task.done"]
+    finally:
+        os.killpg(tail.pid, signal.SIGKILL)
+        tail.wait(10)
