@@ -1,0 +1,47 @@
+"""The agent SDK from a third party's side: decorators, async handlers, Retry, drain."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+
+import pytest
+
+from bus import Client, TaskFailed
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture
+def third_party(swarm):
+    proc = swarm.spawn("third-party", [os.path.join(HERE, "third_party_agent.py"), swarm.endpoints.backend])
+    swarm.wait_agents(1)
+    return swarm, proc
+
+
+def test_decorated_sync_async_and_retrying_handlers(third_party):
+    swarm, _ = third_party
+    with Client(swarm.endpoints.frontend, project="web") as c:
+        assert c.call("greet", {"name": "ide"}, timeout=10) == "hello ide"
+        t = time.monotonic()
+        ids = [c.submit("slow.async", 0.3) for _ in range(4)]   # capacity 4: concurrently on one loop
+        assert [r["result"] for r in c.results(ids, timeout=10)] == [{"slept": 0.3, "project": "web"}] * 4
+        assert time.monotonic() - t < 1.0
+        outcome = c.outcome(c.submit("flaky", None, max_retries=5), timeout=10)
+        assert outcome == {"id": outcome["id"], "state": "done", "attempts": 3, "result": 3}
+        with pytest.raises(TaskFailed) as err:
+            c.call("flaky", None, max_retries=1, timeout=10)      # retries exhausted
+        assert "attempt 2 not yet" in err.value.error
+
+
+def test_sigterm_drains_running_work(third_party):
+    swarm, proc = third_party
+    with Client(swarm.endpoints.frontend) as c:
+        task = c.submit("slow.async", 1.0)
+        time.sleep(0.3)
+        os.kill(proc.pid, signal.SIGTERM)       # drain: finish what runs, take nothing new
+        assert c.result(task, timeout=10) == {"slept": 1.0, "project": "default"}
+        proc.wait(10)
+        assert proc.returncode == 0
+        assert c.status()["counters"]["retried"] == 0
