@@ -40,7 +40,7 @@ Handler = Callable[..., Any]
 class TaskContext:
     """What a handler knows about its task, and its way to talk back."""
 
-    __slots__ = ("id", "kind", "payload", "project", "attempt", "deadline", "_cancelled", "_report")
+    __slots__ = ("id", "kind", "payload", "project", "attempt", "deadline", "parents", "_cancelled", "_report")
 
     def __init__(self, task_id: str, kind: str, payload: Any, project: str, attempt: int,
                  deadline: float | None, report: Callable[[str, str, Any], None] | None = None) -> None:
@@ -50,6 +50,7 @@ class TaskContext:
         self.project = project
         self.attempt = attempt
         self.deadline = deadline
+        self.parents: dict[str, Any] = {}  # in a workflow: results of this step's dependencies
         self._cancelled: threading.Event | None = None
         self._report = report
 
@@ -281,6 +282,8 @@ class Agent:
             return
         ctx = TaskContext(task_id, a["kind"], a.get("payload"), a.get("project", "default"),
                           a.get("attempt", 1), a.get("deadline"), self._report)
+        if isinstance(a.get("parents"), dict):
+            ctx.parents = a["parents"]
         args = (ctx.payload, ctx) if reg.wants_ctx else (ctx.payload,)
         if reg.inline:
             ctx._report = self._report_inline

@@ -32,6 +32,7 @@ from .protocol import Command, State
 from .queue import KindQueue
 from .routing import LeastLoaded, Router
 from .task import Task, outcome_of_record
+from .workflow import WORKFLOW_KIND, WorkflowEngine
 
 log = logging.getLogger("orchflow.broker")
 
@@ -91,6 +92,7 @@ class Counters:
     malformed_frontend: int = 0
     malformed_backend: int = 0
     late_results: int = 0
+    workflows: int = 0
 
 
 class Broker:
@@ -118,6 +120,7 @@ class Broker:
         self._id_counter = itertools.count(1)
         self.started = time.time()
         self._bound = False
+        self.workflow_engine = WorkflowEngine(self)
 
     # ------------------------------------------------------------------ setup
 
@@ -148,15 +151,22 @@ class Broker:
     def _replay(self) -> None:
         """Rebuild queues from the journal: unfinished tasks run again (at-least-once)."""
         requeued = 0
+        workflows = []
         for rec in self.journal.replay():
             if rec.get("state") in State.FINAL:
                 continue
             task = Task.from_record(rec)
+            if task.kind == WORKFLOW_KIND:
+                workflows.append(task)  # after their steps' tasks are back
+                continue
             task.state = State.QUEUED
             self._enqueue(task)
             requeued += 1
-        if requeued:
-            log.info("replayed %d unfinished tasks from the journal", requeued)
+        for record in workflows:
+            self.workflow_engine.restore(record)
+        self.journal.commit()
+        if requeued or workflows:
+            log.info("replayed %d unfinished tasks and %d workflows from the journal", requeued, len(workflows))
 
     # ------------------------------------------------------------------ loop
 
@@ -239,6 +249,8 @@ class Broker:
                 self._on_fetch(identity, P.parse_id_list(body, "FETCH"))
             elif command is Command.STATUS:
                 self._reply_status(identity, P.parse_id_list(body or {}, "STATUS"))
+            elif command is Command.WORKFLOW:
+                self._on_workflow(identity, body)
         except ProtocolError as exc:
             self.counters.malformed_frontend += 1
             ids = None
@@ -273,6 +285,20 @@ class Broker:
                 acks.append(task_id)
             self._publish("task.queued", task)
 
+    def _on_workflow(self, identity: bytes, body: Any) -> None:
+        spec = P.parse_workflow(body)
+        wf_id = spec.id or f"wf-{self._id_prefix}-{next(self._id_counter)}"
+        existing = self.tasks.get(wf_id) or self.recent.get(wf_id)
+        if existing is not None:  # idempotent resubmission
+            self.counters.duplicates += 1
+            if identity not in existing.watchers:
+                existing.watchers.append(identity)
+            if existing.state in State.FINAL:
+                self._results.setdefault(identity, []).append(existing.outcome())
+        else:
+            self.workflow_engine.create(spec, wf_id, identity)
+        self._acks.setdefault(identity, []).append(wf_id)
+
     def _enqueue(self, task: Task, front: bool = False) -> None:
         self.tasks[task.id] = task
         queue = self.queues.get(task.kind)
@@ -296,6 +322,10 @@ class Broker:
                 continue
             if identity not in task.watchers:
                 task.watchers.append(identity)
+            wf = self.workflow_engine.workflows.get(task_id)
+            if wf is not None:
+                self.workflow_engine.cancel(wf)
+                continue
             self._finish(task, State.CANCELLED, error="cancelled by client")
         if unknown:
             self._errors.append((self.frontend, identity, P.error_body("unknown-task", "no such live task", unknown)))
@@ -331,6 +361,7 @@ class Broker:
             "live": len(self.tasks),
             "counters": vars(self.counters).copy(),
             "events_dropped": self.events.dropped,
+            "workflows": {wid: wf.public() for wid, wf in self.workflow_engine.workflows.items()},
         }
         if ids:
             states = {}
@@ -341,6 +372,10 @@ class Broker:
                     states[task_id] = rec.get("state") if rec else None
                 else:
                     states[task_id] = task.state
+                if task is not None and task.kind == WORKFLOW_KIND and task_id not in body["workflows"]:
+                    payload = task.payload or {}
+                    body["workflows"][task_id] = {"state": task.state, "strategy": payload.get("strategy"),
+                                                  "steps": payload.get("state", {})}
             body["tasks"] = states
         return body
 
@@ -486,6 +521,8 @@ class Broker:
         for watcher in task.watchers:
             self._results.setdefault(watcher, []).append(outcome)
         self._publish("task." + state, task, error=error)
+        if "/" in task.id:  # possibly a workflow step
+            self.workflow_engine.on_task_final(task)
 
     def _publish(self, topic: str, task: Task, **extra: Any) -> None:
         if self.events.wants(topic):

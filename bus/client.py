@@ -277,6 +277,17 @@ class Client:
         task_id = self.submit_nowait(kind, payload, ack=False, **opts)
         return outcome_value(self.outcome(task_id, timeout, probe_after=self.ack_timeout))
 
+    def submit_workflow(self, steps: list[dict[str, Any]], strategy: str = "parallel",
+                        workflow_id: str | None = None, project: str | None = None) -> str:
+        """Submit a DAG of steps (``name``, ``kind``, ``payload``, ``deps``, ``retries``...);
+        returns its id once journaled.  ``result(id)`` gives ``{step: result}``."""
+        self._check_reachable()
+        workflow_id = workflow_id or f"wf-{self.new_id()}"
+        self._send(Command.WORKFLOW, {"id": workflow_id, "strategy": strategy, "project": project or self.project,
+                                      "steps": steps})
+        self.wait_accepted([workflow_id])
+        return workflow_id
+
     def cancel(self, *ids: str) -> None:
         self._check_reachable()
         self._send(Command.CANCEL, {"ids": list(ids)})

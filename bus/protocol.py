@@ -50,6 +50,7 @@ class Command(IntEnum):
     CANCEL = 0x02
     STATUS = 0x03
     FETCH = 0x04
+    WORKFLOW = 0x05
     # broker -> client
     ACCEPTED = 0x11
     RESULT = 0x12
@@ -72,7 +73,7 @@ _COMMAND_BYTES = {c: bytes([c]) for c in Command}
 _BYTE_COMMANDS = {bytes([c]): c for c in Command}
 
 _BODYLESS = frozenset({Command.HEARTBEAT, Command.DISCONNECT})
-CLIENT_COMMANDS = frozenset({Command.SUBMIT, Command.CANCEL, Command.STATUS, Command.FETCH})
+CLIENT_COMMANDS = frozenset({Command.SUBMIT, Command.CANCEL, Command.STATUS, Command.FETCH, Command.WORKFLOW})
 AGENT_COMMANDS = frozenset(
     {Command.READY, Command.PROGRESS, Command.DONE, Command.FAILED, Command.HEARTBEAT, Command.DISCONNECT}
 )
@@ -248,6 +249,85 @@ def parse_submission(entry: Any) -> TaskSpec:
         raise ProtocolError("bad-field", "field 'ack' must be a boolean")
     return TaskSpec(task_id, kind, entry.get("payload"), project, priority,
                     float(deadline) if deadline is not None else None, max_retries, ack)
+
+
+STRATEGIES = ("parallel", "sequential", "adaptive")
+MAX_STEPS = 10_000
+
+
+@dataclass(slots=True)
+class StepSpec:
+    name: str
+    task: TaskSpec
+    deps: list[str]
+    retries: int
+
+
+@dataclass(slots=True)
+class WorkflowSpec:
+    id: str | None
+    strategy: str
+    project: str
+    steps: dict[str, StepSpec]
+    order: list[str]            # a topological order, ties in submission order
+
+
+def parse_workflow(body: Any) -> WorkflowSpec:
+    """WORKFLOW body: ``{"id"?, "strategy"?, "project"?, "steps": [{"name", "kind", "payload"?,
+    "deps"?, "priority"?, "max_retries"?, "retries"?}, ...]}``; must be a DAG."""
+    if not isinstance(body, dict):
+        raise ProtocolError("bad-body", "WORKFLOW body must be a map")
+    strategy = body.get("strategy", "parallel")
+    if strategy not in STRATEGIES:
+        raise ProtocolError("bad-field", f"field 'strategy' must be one of {', '.join(STRATEGIES)}")
+    wf_id = _want(body, "id", str, None)
+    if wf_id is not None and not (0 < len(wf_id) <= MAX_ID_LEN // 2) or (wf_id and "/" in wf_id):
+        raise ProtocolError("bad-field", f"field 'id' must be 1..{MAX_ID_LEN // 2} chars without '/'")
+    project = _want(body, "project", str, "default")
+    raw = body.get("steps")
+    if not isinstance(raw, list) or not 0 < len(raw) <= MAX_STEPS:
+        raise ProtocolError("bad-field", f"field 'steps' must be a list of 1..{MAX_STEPS} steps")
+    steps: dict[str, StepSpec] = {}
+    for entry in raw:
+        if not isinstance(entry, dict):
+            raise ProtocolError("bad-field", "each step must be a map")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name or len(name) > 60 or "/" in name or "#" in name:
+            raise ProtocolError("bad-field", "step 'name' must be 1..60 chars without '/' or '#'")
+        if name in steps:
+            raise ProtocolError("bad-field", f"step name {name!r} is used twice")
+        deps = entry.get("deps", [])
+        if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
+            raise ProtocolError("bad-field", f"step {name!r}: 'deps' must be a list of step names")
+        retries = _want(entry, "retries", int, 0)
+        if not 0 <= retries <= 100:
+            raise ProtocolError("bad-field", f"step {name!r}: 'retries' must be in 0..100")
+        task = parse_submission({k: v for k, v in entry.items() if k not in ("name", "deps", "retries", "id")}
+                                | {"project": project})
+        steps[name] = StepSpec(name, task, list(dict.fromkeys(deps)), retries)
+    for step in steps.values():
+        for dep in step.deps:
+            if dep not in steps:
+                raise ProtocolError("bad-field", f"step {step.name!r} depends on unknown step {dep!r}")
+    # Kahn's algorithm: a topological order, or a cycle
+    indegree = {n: len(s.deps) for n, s in steps.items()}
+    children: dict[str, list[str]] = {n: [] for n in steps}
+    for s in steps.values():
+        for dep in s.deps:
+            children[dep].append(s.name)
+    ready = [n for n in steps if indegree[n] == 0]
+    order: list[str] = []
+    while ready:
+        n = ready.pop(0)
+        order.append(n)
+        for child in children[n]:
+            indegree[child] -= 1
+            if indegree[child] == 0:
+                ready.append(child)
+    if len(order) != len(steps):
+        cyclic = sorted(n for n, d in indegree.items() if d > 0)
+        raise ProtocolError("bad-field", f"the steps have a dependency cycle through {cyclic[:5]}")
+    return WorkflowSpec(wf_id, strategy, project, steps, order)
 
 
 def parse_ready(body: Any) -> tuple[str, list[str], int]:

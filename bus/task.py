@@ -7,7 +7,7 @@ from typing import Any
 from .protocol import State, TaskSpec
 
 _FIELDS = ("id", "kind", "payload", "project", "priority", "deadline", "max_retries",
-           "attempts", "state", "result", "error", "submitted", "finished")
+           "attempts", "state", "result", "error", "submitted", "finished", "parents")
 
 
 class Task:
@@ -37,6 +37,7 @@ class Task:
         self.agent: bytes | None = None
         self.watchers: list[bytes] = []
         self.seq = 0
+        self.parents: dict[str, Any] | None = None  # results of a workflow step's dependencies
 
     @classmethod
     def from_spec(cls, spec: TaskSpec, task_id: str, now: float) -> "Task":
@@ -56,6 +57,7 @@ class Task:
         task.result = rec.get("result")
         task.error = rec.get("error")
         task.finished = rec.get("finished")
+        task.parents = rec.get("parents")
         return task
 
     def outcome(self) -> dict[str, Any]:
@@ -69,8 +71,11 @@ class Task:
 
     def assignment(self) -> dict[str, Any]:
         """The TASK entry an agent receives."""
-        return {"id": self.id, "kind": self.kind, "payload": self.payload, "project": self.project,
-                "deadline": self.deadline, "attempt": self.attempts}
+        entry = {"id": self.id, "kind": self.kind, "payload": self.payload, "project": self.project,
+                 "deadline": self.deadline, "attempt": self.attempts}
+        if self.parents is not None:
+            entry["parents"] = self.parents
+        return entry
 
 
 def outcome_of_record(rec: dict[str, Any]) -> dict[str, Any]:
