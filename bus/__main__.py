@@ -17,6 +17,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--liveness", type=int, default=3)
     ap.add_argument("--durable", choices=["sync", "nosync"], default="sync",
                     help="fsync each group commit (sync) or leave it to the OS (nosync)")
+    ap.add_argument("--memory", default=None,
+                    help="swarm memory (LMDB dir) where every finished task leaves an outcome record for routing")
     ap.add_argument("--tcp-backend", default=None, metavar="tcp://HOST:PORT",
                     help="also accept agents over TCP (remote agents); nothing but ipc:// unless given")
     args = ap.parse_args(argv)
@@ -26,8 +28,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.journal:
         from store.journal import TaskJournal
         journal = TaskJournal(args.journal, sync=args.durable == "sync")
+    outcomes = None
+    if args.memory:
+        from store import Memory
+
+        from .outcomes import OutcomeRecorder
+        outcomes = OutcomeRecorder(Memory(args.memory, sync=False))  # learning data: no fsync per turn
     serve(BrokerConfig.in_directory(args.run_dir, heartbeat_interval=args.heartbeat,
-                                    heartbeat_liveness=args.liveness, backend_tcp=args.tcp_backend), journal)
+                                    heartbeat_liveness=args.liveness, backend_tcp=args.tcp_backend), journal, outcomes)
 
 
 if __name__ == "__main__":

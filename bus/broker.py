@@ -28,6 +28,7 @@ from .endpoints import Endpoints
 from .errors import ProtocolError
 from .events import DEFAULT_EVENT_HWM, EventProxy, EventPublisher
 from .journal import Journal, MemoryJournal
+from .outcomes import OutcomeRecorder
 from .protocol import Command, State
 from .queue import KindQueue
 from .routing import LeastLoaded, Router
@@ -97,7 +98,8 @@ class Counters:
 
 class Broker:
     def __init__(self, config: BrokerConfig, journal: Journal | None = None,
-                 router: Router | None = None, ctx: zmq.Context | None = None) -> None:
+                 router: Router | None = None, ctx: zmq.Context | None = None,
+                 outcomes: "OutcomeRecorder | None" = None) -> None:
         self.config = config
         self.journal = journal if journal is not None else MemoryJournal()  # an empty journal is falsy
         self.router = router if router is not None else LeastLoaded()
@@ -121,6 +123,8 @@ class Broker:
         self.started = time.time()
         self._bound = False
         self.workflow_engine = WorkflowEngine(self)
+        self.outcomes = outcomes
+        self._dispatched: dict[str, tuple[float, str]] = {}  # task id -> (dispatch time, agent name)
 
     # ------------------------------------------------------------------ setup
 
@@ -449,6 +453,12 @@ class Broker:
 
     def _settle(self, agent: AgentRecord | None, task_id: str, state: str, result: Any,
                 error: str | None, retry: bool) -> None:
+        if self.outcomes is not None:
+            started = self._dispatched.pop(task_id, None)
+            task = self.tasks.get(task_id)
+            if started is not None and task is not None:
+                self.outcomes.record(task_id, task.kind, task.payload, started[1], time.monotonic() - started[0],
+                                     state == State.DONE)
         if agent is not None and task_id in agent.inflight:
             agent.inflight.discard(task_id)
             agent.completed += 1
@@ -481,6 +491,8 @@ class Broker:
         task.agent = agent.identity
         task.attempts += 1
         agent.inflight.add(task.id)
+        if self.outcomes is not None:
+            self._dispatched[task.id] = (time.monotonic(), agent.name)
         queue = self.queues.get(task.kind)
         if not send and queue is not None:
             queue.forget()
@@ -556,6 +568,7 @@ class Broker:
         log.warning("agent %s lost (%s); %d tasks in flight", agent.name, reason, len(agent.inflight))
         self.events.publish("agent.lost", {"name": agent.name, "reason": reason, "inflight": len(agent.inflight)})
         for task_id in agent.inflight:
+            self._dispatched.pop(task_id, None)  # no outcome to learn from a lost agent
             task = self.tasks.get(task_id)
             if task is None or task.agent != agent.identity:
                 continue
@@ -603,6 +616,8 @@ class Broker:
             self._assign.clear()
         # Durability before any word to a client: group commit, then acks and results.
         self.journal.commit()
+        if self.outcomes is not None:
+            self.outcomes.flush()
         if self._errors:
             for sock, identity, body in self._errors:
                 signature = P.CLIENT if sock is self.frontend else P.AGENT
@@ -628,9 +643,9 @@ class Broker:
             return False
 
 
-def serve(config: BrokerConfig, journal: Journal | None = None) -> None:
+def serve(config: BrokerConfig, journal: Journal | None = None, outcomes: OutcomeRecorder | None = None) -> None:
     """Run a broker in this process until SIGINT/SIGTERM."""
-    broker = Broker(config, journal)
+    broker = Broker(config, journal, outcomes=outcomes)
     broker.bind()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: broker.stop())

@@ -40,8 +40,11 @@ class ProcessGroup:
         return proc
 
     def broker(self, name: str = "broker", journal: str | None = None, heartbeat: float = 1.0,
-               sync: bool = True, wait: bool = True, tcp_backend: str | None = None) -> subprocess.Popen:
+               sync: bool = True, wait: bool = True, tcp_backend: str | None = None,
+               memory: str | None = None) -> subprocess.Popen:
         args = ["-m", "bus", "--run-dir", str(self.run_dir), "--heartbeat", str(heartbeat)]
+        if memory:
+            args += ["--memory", memory]
         if tcp_backend:
             args += ["--tcp-backend", tcp_backend]
         if journal:

@@ -137,7 +137,8 @@ class Supervisor:
         journal = str(cfg.home / "journal")
         memory = str(cfg.home / "memory")
         tcp = f"tcp://{cfg.tcp}" if cfg.tcp else None
-        self._add("broker", lambda: self.group.broker(journal=journal, heartbeat=cfg.heartbeat, tcp_backend=tcp))
+        self._add("broker", lambda: self.group.broker(journal=journal, heartbeat=cfg.heartbeat, tcp_backend=tcp,
+                                                       memory=memory))
         # The built-in agents also serve memory.* (LMDB is safe across processes);
         # agent0 alone publishes the change feed, so each change is announced once.
         for i in range(cfg.agents):

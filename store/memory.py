@@ -152,6 +152,22 @@ class Memory:
 
         E.write(env, txn_fn)
 
+    def put_many(self, namespace: str, items: list[tuple[str, Any]]) -> None:
+        """Store many entries in one write transaction (one commit for the batch)."""
+        encoded = [(self._key(namespace, k), k, self._encode(v, None)) for k, v in items]  # validate first
+        env = self._env()
+        mem = self._mem
+
+        def txn_fn(txn: lmdb.Transaction) -> None:
+            for index, (full, key, data) in enumerate(encoded):
+                old = txn.replace(full, data, db=mem)
+                if old and old[0] == TTL_MARK:
+                    self._reindex(txn, full, old, 0)
+                self._log(txn, namespace, key, "put", index=index % (FEED_PER_TXN - 1))
+
+        if encoded:
+            E.write(env, txn_fn)
+
     def get(self, namespace: str, key: str, default: Any = None) -> Any:
         # The hot read path, kept flat: key fast path inline, one transaction, one decode.
         prefix = self._prefixes.get(namespace) if type(namespace) is str else None
@@ -178,7 +194,7 @@ class Memory:
         else:
             body = data
         try:
-            return msgpack.unpackb(body, raw=False, strict_map_key=False)
+            return msgpack.unpackb(body, strict_map_key=False)  # raw=False is the default
         except Exception:
             return self._value(full, data)  # raises CorruptValue naming the key
 
