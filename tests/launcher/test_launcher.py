@@ -66,10 +66,26 @@ def test_launch_use_restart_and_stop(launched):
     got = orchflow(env, "--project", "p2", "memory", "get", "k", "--ns", "project:p1")
     assert json.loads(got.stdout) == "v"
 
-    # kill -9 an agent: the launcher starts a new one
-    old = state["pids"]["agent0"]
-    os.kill(old, signal.SIGKILL)
-    wait_for(lambda: json.load(open(state_file))["pids"]["agent0"] != old, 15, "agent0 restarted")
+    # kill -9 the agent running a task: the task completes elsewhere, the launcher starts a new agent
+    from bus import Client
+    ep = state["endpoints"]
+    with Client(ep["frontend"], events=ep["events"]) as c:
+        sub = c.subscribe("task.started")
+        time.sleep(0.5)
+        task = c.submit("sys.sleep", 2.0)
+        started = None
+        while started is None:
+            event = sub.recv(timeout=10)
+            assert event is not None, "task.started never came"
+            if event[1]["id"] == task:
+                started = event[1]["agent"]
+        victim = started
+        old = state["pids"][victim]
+        os.kill(old, signal.SIGKILL)
+        outcome = c.outcome(task, timeout=30)
+        assert outcome["state"] == "done" and outcome["attempts"] == 2
+    wait_for(lambda: json.load(open(state_file))["pids"][victim] != old, 15, f"{victim} restarted")
+
     def replaced():  # the dead one declared lost (heartbeat) and the new one registered
         s = json.loads(orchflow(env, "status").stdout)
         return s if s["counters"]["agents_lost"] >= 1 and len(s["agents"]) == 3 else None
