@@ -151,25 +151,25 @@ def bench_rprop(tmp: str, exe: str | None, datasets: str, name: str, hidden: int
 QUALITY_SETS = ["building", "diabetes", "gene", "mushroom", "robot", "soybean", "thyroid"]
 
 
-def bench_quality(tmp: str, exe: str | None, datasets: str, epochs: int) -> None:
-    """RPROP on the FANN benchmark sets: test MSE after training, ours beside libfann's."""
-    print(f"\nquality: RPROP, {epochs} epochs, hidden layer of 16, test MSE on the .test file")
+def quality_table(title: str, datasets: str, run_ours, libfann_args) -> None:
+    """One row per benchmark set: test MSE after training, ours beside libfann's, and the times.
+
+    ``run_ours(name, data) -> (network file it started from, trained Network)``;
+    ``libfann_args(name, path, train, test)`` -> the C helper's arguments for the same run.
+    """
+    print(f"\nquality: {title}, test MSE on the .test file")
     print(f"  {'set':10} {'ours':>12} {'libfann':>12} {'diff':>8} {'ours s':>8} {'libfann s':>10}")
     for name in QUALITY_SETS:
         train, test = (os.path.join(datasets, f"{name}.{ext}") for ext in ("train", "test"))
         if not (os.path.exists(train) and os.path.exists(test)):
             print(f"  {name:10} skipped: data not found under {datasets}")
             continue
-        data, tdata = TrainingData.load(train), TrainingData.load(test)
-        net = Network.create_standard(data.num_input, 16, data.num_output, seed=5)
-        path = os.path.join(tmp, f"q-{name}.net")
-        net.save(path)
+        data = TrainingData.load(train)
         t = time.perf_counter()
-        for _ in range(epochs):
-            net.train_epoch(data)
+        path, net = run_ours(name, data)
         ours_s = time.perf_counter() - t
-        ours = net.test(tdata)
-        ref = libfann(exe, "quality", path, train, test, str(epochs))
+        ours = net.test(TrainingData.load(test))
+        ref = libfann_args(name, path, train, test)
         if ref:
             diff = (ours - ref[1]) / ref[1] * 100 if ref[1] else 0.0
             print(f"  {name:10} {ours:12.6g} {ref[1]:12.6g} {diff:7.2f}% {ours_s:8.2f} {ref[0]:10.2f}")
@@ -177,30 +177,32 @@ def bench_quality(tmp: str, exe: str | None, datasets: str, epochs: int) -> None
             print(f"  {name:10} {ours:12.6g} {'n/a':>12}")
 
 
+def bench_quality(tmp: str, exe: str | None, datasets: str, epochs: int) -> None:
+    """RPROP from the same 16-hidden network file on both sides."""
+    def ours(name: str, data: TrainingData) -> tuple[str, Network]:
+        net = Network.create_standard(data.num_input, 16, data.num_output, seed=5)
+        path = os.path.join(tmp, f"q-{name}.net")
+        net.save(path)
+        for _ in range(epochs):
+            net.train_epoch(data)
+        return path, net
+
+    quality_table(f"RPROP, {epochs} epochs, hidden layer of 16", datasets, ours,
+                  lambda name, path, train, test: libfann(exe, "quality", path, train, test, str(epochs)))
+
+
 def bench_cascade(tmp: str, exe: str | None, datasets: str, max_neurons: int) -> None:
-    """Cascade2 on the FANN benchmark sets from a 2-layer shortcut net, same rand() seed on both sides."""
-    print(f"\nquality: Cascade2, up to {max_neurons} hidden neurons, test MSE on the .test file")
-    print(f"  {'set':10} {'ours':>12} {'libfann':>12} {'diff':>8} {'ours s':>8} {'libfann s':>10}")
-    for name in QUALITY_SETS:
-        train, test = (os.path.join(datasets, f"{name}.{ext}") for ext in ("train", "test"))
-        if not (os.path.exists(train) and os.path.exists(test)):
-            print(f"  {name:10} skipped: data not found under {datasets}")
-            continue
-        data, tdata = TrainingData.load(train), TrainingData.load(test)
+    """Cascade2 from a 2-layer shortcut net, same rand() seed on both sides."""
+    def ours(name: str, data: TrainingData) -> tuple[str, Network]:
         net = Network.create_shortcut(data.num_input, data.num_output, seed=9)
         path = os.path.join(tmp, f"c-{name}.net")
         net.save(path)
         net.seed_rand(17)
-        t = time.perf_counter()
         net.cascade_train(data, max_neurons, 0.0)
-        ours_s = time.perf_counter() - t
-        ours = net.test(tdata)
-        ref = libfann(exe, "cascade", path, train, test, str(max_neurons), "17")
-        if ref:
-            diff = (ours - ref[1]) / ref[1] * 100 if ref[1] else 0.0
-            print(f"  {name:10} {ours:12.6g} {ref[1]:12.6g} {diff:7.2f}% {ours_s:8.2f} {ref[0]:10.2f}")
-        else:
-            print(f"  {name:10} {ours:12.6g} {'n/a':>12}")
+        return path, net
+
+    quality_table(f"Cascade2, up to {max_neurons} hidden neurons", datasets, ours,
+                  lambda name, path, train, test: libfann(exe, "cascade", path, train, test, str(max_neurons), "17"))
 
 
 def main() -> None:
