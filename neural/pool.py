@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 
 from agents.runtime import Agent, TaskContext
-from agents.errors import TaskCancelled
 from store import Memory
 
 from .data import TrainingData

@@ -139,3 +139,28 @@ def test_scaling_matches_libfann():
 def test_scaling_needs_parameters():
     with pytest.raises(NeuralError):
         Network.create_standard(2, 2, 1).scale_input([1, 2])
+
+
+def test_public_api_setters_sparse_and_scaling_round_trip():
+    sparse = Network.create_sparse(0.5, 4, 6, 2, seed=3)
+    full = Network.create_standard(4, 6, 2, seed=3)
+    assert len(sparse.weights) < len(full.weights)                 # half the connections (bias kept)
+    assert Network.loads(sparse.dumps()).dumps() == sparse.dumps()  # sparse layout round-trips
+    x = np.array([0.1, -0.4, 0.7, 0.2])
+    before = sparse.run(x)
+    sparse.set_steepness(1.5, layer=2, neuron=1)                    # one output neuron only
+    after = sparse.run(x)
+    assert after[0] == before[0] and after[1] != before[1]
+    assert "1.50000000000000000000e+00" in sparse.dumps()
+    data = TrainingData(np.random.default_rng(0).uniform(5, 9, (20, 4)), np.random.default_rng(1).uniform(0, 1, (20, 2)))
+    net = Network.create_standard(4, 3, 2, seed=0)
+    net.set_scaling_params(data, -1, 1, -0.8, 0.8)
+    scaled = net.scale_train(data)
+    assert scaled.inputs.min() >= -3 and scaled.inputs.max() <= 3   # roughly standardized
+    back = net.descale_train(scaled)
+    np.testing.assert_allclose(back.inputs, data.inputs, rtol=1e-6)
+    np.testing.assert_allclose(back.outputs, data.outputs, rtol=1e-6)
+    net.clear_scaling_params()
+    assert "scale_mean_in" not in net.dumps()
+    with pytest.raises(NeuralError):
+        net.scale_input([1, 2, 3, 4])
