@@ -19,6 +19,12 @@ def main(argv: list[str] | None = None) -> None:
                     help="fsync each group commit (sync) or leave it to the OS (nosync)")
     ap.add_argument("--memory", default=None,
                     help="swarm memory (LMDB dir) where every finished task leaves an outcome record for routing")
+    ap.add_argument("--learned-routing", action="store_true",
+                    help="route by the neural pool's routing model (needs --memory); least-loaded otherwise")
+    ap.add_argument("--routing-refresh", type=float, default=5.0, help="seconds between routing-model checks")
+    ap.add_argument("--retrain-interval", type=float, default=30.0,
+                    help="learned routing: seconds between retraining requests to the neural pool")
+    ap.add_argument("--retrain-min-outcomes", type=int, default=50)
     ap.add_argument("--tcp-backend", default=None, metavar="tcp://HOST:PORT",
                     help="also accept agents over TCP (remote agents); nothing but ipc:// unless given")
     args = ap.parse_args(argv)
@@ -28,14 +34,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.journal:
         from store.journal import TaskJournal
         journal = TaskJournal(args.journal, sync=args.durable == "sync")
-    outcomes = None
+    outcomes = router = None
     if args.memory:
         from store import Memory
 
         from .outcomes import OutcomeRecorder
-        outcomes = OutcomeRecorder(Memory(args.memory, sync=False))  # learning data: no fsync per turn
+        memory = Memory(args.memory, sync=False)  # learning data: no fsync per turn
+        outcomes = OutcomeRecorder(memory)
+        if args.learned_routing:
+            from neural.router import LearnedRouter
+            router = LearnedRouter(memory, refresh=args.routing_refresh)
     serve(BrokerConfig.in_directory(args.run_dir, heartbeat_interval=args.heartbeat,
-                                    heartbeat_liveness=args.liveness, backend_tcp=args.tcp_backend), journal, outcomes)
+                                    heartbeat_liveness=args.liveness, backend_tcp=args.tcp_backend,
+                                    retrain_interval=args.retrain_interval,
+                                    retrain_min_outcomes=args.retrain_min_outcomes), journal, outcomes, router)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,8 @@ class BrokerConfig:
     result_ttl: float = 3600.0
     compact_interval: float = 60.0
     backend_tcp: str | None = None  # extra agent endpoint for remote agents; only when asked for
+    retrain_interval: float = 30.0  # learned routing: at most this often, ask the neural pool to retrain
+    retrain_min_outcomes: int = 50  # ... and only when this many new outcomes were recorded
 
     @classmethod
     def in_directory(cls, run_dir: str, **kw: Any) -> "BrokerConfig":
@@ -103,6 +105,7 @@ class Broker:
         self.config = config
         self.journal = journal if journal is not None else MemoryJournal()  # an empty journal is falsy
         self.router = router if router is not None else LeastLoaded()
+        self.router.bind(self)
         self.ctx = ctx or zmq.Context.instance()
         self.counters = Counters()
         self.tasks: dict[str, Task] = {}          # live tasks, not yet final
@@ -125,6 +128,8 @@ class Broker:
         self.workflow_engine = WorkflowEngine(self)
         self.outcomes = outcomes
         self._dispatched: dict[str, tuple[float, str]] = {}  # task id -> (dispatch time, agent name)
+        self._trained_at_outcomes = 0
+        self._next_retrain = time.monotonic() + config.retrain_interval
 
     # ------------------------------------------------------------------ setup
 
@@ -203,6 +208,7 @@ class Broker:
                     self._expire(time.time())
                 if now_m >= next_tick:
                     self._heartbeat(now_m)
+                    self._maybe_retrain(now_m)
                     next_tick = now_m + tick
                 if now_m >= next_compact:
                     self._compact()
@@ -578,6 +584,23 @@ class Broker:
                 self._finish(task, State.FAILED,
                              error=f"{reason} on {agent.name}; retries exhausted after {task.attempts} attempts")
 
+    def _maybe_retrain(self, now_m: float) -> None:
+        """Periodic, incremental retraining of the routing model by the neural pool."""
+        if self.outcomes is None or now_m < self._next_retrain or not getattr(self.router, "learns", False):
+            return
+        self._next_retrain = now_m + self.config.retrain_interval
+        fresh = self.outcomes.recorded - self._trained_at_outcomes
+        if fresh < self.config.retrain_min_outcomes or not self.by_kind.get("neural.train_router"):
+            return
+        if any(t.kind == "neural.train_router" for t in self.tasks.values()):
+            return  # the last one is still queued or running
+        self._trained_at_outcomes = self.outcomes.recorded
+        task = Task(f"{self._id_prefix}-retrain-{next(self._id_counter)}", "neural.train_router",
+                    {"epochs": 200, "max_records": 5000}, "orchflow", 3, None, 1, time.time())
+        self.journal.write(task.to_record())
+        self._enqueue(task)
+        self._publish("task.queued", task, reason="periodic routing-model retraining")
+
     def _compact(self) -> None:
         cutoff = time.time() - self.config.result_ttl
         for task_id in [k for k, t in self.recent.items() if (t.finished or 0) < cutoff]:
@@ -598,6 +621,9 @@ class Broker:
                 if task is None:
                     break
                 agent = self.router.choose(task, agents)
+                if agent is None:  # held for a better, busy agent: back to the front until credit frees
+                    queue.push(task, front=True)
+                    break
                 self._start(task, agent)
                 if agent.free <= 0:
                     agents.remove(agent)
@@ -643,9 +669,10 @@ class Broker:
             return False
 
 
-def serve(config: BrokerConfig, journal: Journal | None = None, outcomes: OutcomeRecorder | None = None) -> None:
+def serve(config: BrokerConfig, journal: Journal | None = None, outcomes: OutcomeRecorder | None = None,
+          router: Router | None = None) -> None:
     """Run a broker in this process until SIGINT/SIGTERM."""
-    broker = Broker(config, journal, outcomes=outcomes)
+    broker = Broker(config, journal, router=router, outcomes=outcomes)
     broker.bind()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: broker.stop())

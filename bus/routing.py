@@ -7,7 +7,7 @@ A seam for learned routing: a :class:`Router` sees the task and the candidates
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
     from .broker import AgentRecord
@@ -16,8 +16,11 @@ if TYPE_CHECKING:
 
 class Router(ABC):
     @abstractmethod
-    def choose(self, task: "Task", candidates: Sequence["AgentRecord"]) -> "AgentRecord":
-        ...
+    def choose(self, task: "Task", candidates: Sequence["AgentRecord"]) -> "AgentRecord | None":
+        """The agent to run ``task``; None holds it queued until more credit appears."""
+
+    def bind(self, broker: Any) -> None:
+        """Called once with the broker, for routers that look at all capable agents."""
 
 
 class LeastLoaded(Router):

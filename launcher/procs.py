@@ -41,10 +41,12 @@ class ProcessGroup:
 
     def broker(self, name: str = "broker", journal: str | None = None, heartbeat: float = 1.0,
                sync: bool = True, wait: bool = True, tcp_backend: str | None = None,
-               memory: str | None = None) -> subprocess.Popen:
+               memory: str | None = None, learned_routing: bool = False) -> subprocess.Popen:
         args = ["-m", "bus", "--run-dir", str(self.run_dir), "--heartbeat", str(heartbeat)]
         if memory:
             args += ["--memory", memory]
+        if learned_routing:
+            args += ["--learned-routing"]
         if tcp_backend:
             args += ["--tcp-backend", tcp_backend]
         if journal:

@@ -137,8 +137,10 @@ class Supervisor:
         journal = str(cfg.home / "journal")
         memory = str(cfg.home / "memory")
         tcp = f"tcp://{cfg.tcp}" if cfg.tcp else None
+        # Learned routing needs the neural pool to train its model; until then it is least-loaded.
+        learned = cfg.neural_workers > 0
         self._add("broker", lambda: self.group.broker(journal=journal, heartbeat=cfg.heartbeat, tcp_backend=tcp,
-                                                       memory=memory))
+                                                       memory=memory, learned_routing=learned))
         # The built-in agents also serve memory.* (LMDB is safe across processes);
         # agent0 alone publishes the change feed, so each change is announced once.
         for i in range(cfg.agents):

@@ -190,6 +190,24 @@ class NeuralWorker:
         return {"name": payload["name"], "version": new_version, "mse": mse, "epochs": epochs,
                 "hidden_layers": len(net.layers) - 1}
 
+    def train_router(self, payload: Any, ctx: TaskContext) -> dict[str, Any]:
+        """Retrain the routing model on the latest outcome records (incrementally from the last version)."""
+        from . import routing_model as R
+        payload = payload if isinstance(payload, dict) else {}
+        limit = int(payload.get("max_records", 5000))
+        memory = self.registry.memory
+        records = [v for _, v in memory.items(R.OUTCOMES)][-limit:]
+        try:
+            version, base = self.network(R.MODEL_NAME, None)
+            base = Network.loads(base.dumps())
+        except NeuralError:
+            version, base = 0, None
+        net, meta = R.train(base, records, int(payload.get("epochs", 200)))
+        meta["trained_from"] = version
+        new_version = self.registry.save(R.MODEL_NAME, net, meta)
+        ctx.progress({"epoch": int(payload.get("epochs", 200)), "mse": net.mse})
+        return {"version": new_version, **{k: v for k, v in meta.items() if k != "pairs"}}
+
     def register(self, agent: Agent, batching: bool = True) -> None:
         agent.add_handler("neural.load", self.load, inline=True)
         if batching:
@@ -197,6 +215,7 @@ class NeuralWorker:
         else:  # one evaluation per request: the baseline micro-batching is measured against
             agent.add_handler("neural.run", lambda payload, ctx: self._run_one(ctx), inline=True)
         agent.add_handler("neural.train", self.train)
+        agent.add_handler("neural.train_router", self.train_router)
         agent.add_handler("neural.list", lambda payload: self.registry.list(), inline=True)
         agent.add_handler("neural.stats", lambda payload: dict(self.stats), inline=True)
 
