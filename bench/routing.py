@@ -86,7 +86,8 @@ def main() -> None:
           f"{ideal:.2f}s + dispatch)")
     m = learned["model"]
     print(f"router model v{m['version']} after {m['samples']} outcomes: mean |log10 error| {m['mae_log10_ms']} "
-          f"(in log10 ms), median predicted/actual {m['median_ratio']}")
+          f"(in log10 ms), median predicted/actual {m['median_ratio']}, success predicted right "
+          f"{m['success_accuracy'] * 100:.0f}%")
 
 
 if __name__ == "__main__":

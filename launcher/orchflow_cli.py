@@ -22,6 +22,14 @@ def render_status(st: dict) -> str:
              f"{c['expired']} expired, {c['retried']} retried",
              f"agents ({len(st['agents'])}):"]
     lines += [f"  {a['name']:12} {a['inflight']:>3}/{a['capacity']:<4} done {a['completed']}" for a in st["agents"]]
+    workflows = st.get("workflows") or {}
+    if workflows:
+        lines.append(f"workflows ({len(workflows)} live):")
+        for wid, wf in workflows.items():
+            counts: dict[str, int] = {}
+            for state in wf["steps"].values():
+                counts[state] = counts.get(state, 0) + 1
+            lines.append(f"  {wid} [{wf['strategy']}] " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     queues = st.get("queues") or {}
     lines.append("queues: " + (", ".join(f"{k} {v}" for k, v in queues.items()) if queues else "empty"))
     health = "ok" if st["agents"] and not (c["malformed_frontend"] or c["malformed_backend"]) else "check"

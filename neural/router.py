@@ -63,12 +63,15 @@ class LearnedRouter(Router):
         self._cache.clear()
 
     def predict(self, kind: str, agent: str, features: list[float]) -> float:
+        """Expected seconds to a success: predicted duration over predicted success probability."""
         key = (kind, agent, int(features[0]))
-        seconds = self._cache.get(key)
-        if seconds is None:
-            seconds = R.from_target(float(self.model.run(R.encode(kind, agent, features))[0]))
-            self._cache[key] = seconds
-        return seconds
+        expected = self._cache.get(key)
+        if expected is None:
+            out = self.model.run(R.encode(kind, agent, features))
+            success = min(1.0, max(float(out[1]), 0.05)) if len(out) > 1 else 1.0
+            expected = R.from_target(float(out[0])) / success
+            self._cache[key] = expected
+        return expected
 
     def choose(self, task: "Task", candidates: Sequence["AgentRecord"]) -> "AgentRecord | None":
         self._maybe_reload()

@@ -2,7 +2,8 @@
 
 Input: the task kind and the agent name, each hashed into a one-hot of
 :data:`BUCKETS`, plus the payload features of :func:`bus.outcomes.payload_features`.
-Output: log10 of the expected milliseconds, scaled by 1/4 (1 ms -> 0, 10 s -> 1).
+Outputs: log10 of the expected milliseconds scaled by 1/4 (1 ms -> 0, 10 s -> 1), and
+the probability the task succeeds there.
 Trained in the neural pool from the outcome records every finished task leaves, and
 stored as model ``router`` in the registry, one version per retraining.
 """
@@ -45,8 +46,11 @@ def from_target(value: float) -> float:
     return max(0.0, (10.0 ** (value * 4.0) - 1.0) / 1000.0)
 
 
+OUTPUTS = 2  # duration, success
+
+
 def new_model(seed: int = 0) -> Network:
-    net = Network.create_standard(INPUTS, 12, 1, seed=seed)
+    net = Network.create_standard(INPUTS, 12, OUTPUTS, seed=seed)
     net.set_activation(5, layer=1)   # sigmoid symmetric hidden layer
     net.set_activation(0, layer=2)   # linear output: a duration, not a class
     net.set(train_error_function=0)  # plain error: the TANH error function assumes outputs in -1..1
@@ -55,11 +59,11 @@ def new_model(seed: int = 0) -> Network:
 
 
 def training_data(records: list[dict[str, Any]]) -> tuple[TrainingData, dict[str, int]]:
-    rows = [r for r in records if r.get("success") and isinstance(r.get("seconds"), (int, float))]
+    rows = [r for r in records if isinstance(r.get("seconds"), (int, float)) and "kind" in r and "agent" in r]
     if len(rows) < 20:
-        raise NeuralError(f"only {len(rows)} successful outcome records; need at least 20 to train the router")
+        raise NeuralError(f"only {len(rows)} outcome records; need at least 20 to train the router")
     X = np.array([encode(r["kind"], r["agent"], r["features"]) for r in rows])
-    Y = np.array([[to_target(r["seconds"])] for r in rows])
+    Y = np.array([[to_target(r["seconds"]), 1.0 if r.get("success") else 0.0] for r in rows])
     pairs: dict[str, int] = {}
     for r in rows:
         key = f"{r['kind']}|{r['agent']}"
@@ -70,11 +74,16 @@ def training_data(records: list[dict[str, Any]]) -> tuple[TrainingData, dict[str
 def train(base: Network | None, records: list[dict[str, Any]], epochs: int) -> tuple[Network, dict[str, Any]]:
     """Continue training ``base`` (incremental) or a new model on the given records."""
     data, pairs = training_data(records)
-    net = base if base is not None and base.num_input == INPUTS and base.network_type == LAYER else new_model()
+    usable = (base is not None and base.num_input == INPUTS and base.num_output == OUTPUTS
+              and base.network_type == LAYER)
+    net = base if usable else new_model()
     net.training_algorithm = RPROP
     net.train(data, epochs, 0.0)
-    predicted = np.array([from_target(v) for v in net.run(data.inputs)[:, 0]])
+    out = net.run(data.inputs)
+    predicted = np.array([from_target(v) for v in out[:, 0]])
     actual = np.array([from_target(v) for v in data.outputs[:, 0]])
     mae_log = float(np.mean(np.abs(np.log10(predicted * 1000 + 1) - np.log10(actual * 1000 + 1))))
+    success_accuracy = float(np.mean((out[:, 1] >= 0.5) == (data.outputs[:, 1] >= 0.5)))
     return net, {"samples": data.num_data, "pairs": pairs, "mae_log10_ms": round(mae_log, 4),
-                 "median_ratio": round(float(np.median((predicted + 1e-4) / (actual + 1e-4))), 3)}
+                 "median_ratio": round(float(np.median((predicted + 1e-4) / (actual + 1e-4))), 3),
+                 "success_accuracy": round(success_accuracy, 4)}

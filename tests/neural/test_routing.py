@@ -46,12 +46,14 @@ def test_broker_retrains_and_routes_to_the_faster_agent(procs, run_dir):
     assert len(measured) == 80 and on_fast >= 0.95, f"only {on_fast:.0%} on the faster agent"
 
 
-def test_model_encoding_and_training_on_synthetic_outcomes():
-    records = [{"kind": k, "agent": a, "features": [1.0, 0.0], "seconds": s, "success": True}
-               for _ in range(20) for k, a, s in [("x", "A", 0.005), ("x", "B", 0.05), ("y", "A", 0.05),
-                                                  ("y", "B", 0.005)]]
-    net, meta = R.train(None, records, 300)
-    pred = {(k, a): R.from_target(float(net.run(R.encode(k, a, [1.0, 0.0]))[0]))
-            for k in "xy" for a in "AB"}
-    assert pred[("x", "A")] < pred[("x", "B")] and pred[("y", "B")] < pred[("y", "A")]
-    assert meta["pairs"] == {"x|A": 20, "x|B": 20, "y|A": 20, "y|B": 20}
+def test_model_predicts_duration_and_success_on_synthetic_outcomes():
+    records = [{"kind": k, "agent": a, "features": [1.0, 0.0], "seconds": s, "success": ok}
+               for _ in range(20) for k, a, s, ok in [("x", "A", 0.005, True), ("x", "B", 0.05, True),
+                                                      ("y", "A", 0.05, True), ("y", "B", 0.005, True),
+                                                      ("z", "A", 0.01, False), ("z", "B", 0.01, True)]]
+    net, meta = R.train(None, records, 400)
+    out = {(k, a): net.run(R.encode(k, a, [1.0, 0.0])) for k in "xyz" for a in "AB"}
+    duration = {key: R.from_target(float(v[0])) for key, v in out.items()}
+    assert duration[("x", "A")] < duration[("x", "B")] and duration[("y", "B")] < duration[("y", "A")]
+    assert out[("z", "A")][1] < 0.5 < out[("z", "B")][1]        # z fails on A, succeeds on B
+    assert meta["pairs"]["z|A"] == 20 and meta["success_accuracy"] == 1.0
