@@ -16,10 +16,13 @@ from typing import Any, Protocol
 from .protocol import pack
 
 NAMESPACE = "routing:outcomes"
+#: Outcome records expire after a week (the memory sweep removes them): routing
+#: learns from recent behaviour, and the store must not grow without bound.
+TTL = 7 * 24 * 3600.0
 
 
 class OutcomeSink(Protocol):
-    def put_many(self, namespace: str, items: list[tuple[str, Any]]) -> None: ...
+    def put_many(self, namespace: str, items: list[tuple[str, Any]], ttl: float | None = None) -> None: ...
 
 
 def payload_features(payload: Any) -> list[float]:
@@ -48,5 +51,5 @@ class OutcomeRecorder:
     def flush(self) -> None:
         if self.pending:
             batch, self.pending = self.pending, []
-            self.sink.put_many(NAMESPACE, batch)
+            self.sink.put_many(NAMESPACE, batch, ttl=TTL)
             self.recorded += len(batch)

@@ -152,17 +152,21 @@ class Memory:
 
         E.write(env, txn_fn)
 
-    def put_many(self, namespace: str, items: list[tuple[str, Any]]) -> None:
+    def put_many(self, namespace: str, items: list[tuple[str, Any]], ttl: float | None = None) -> None:
         """Store many entries in one write transaction (one commit for the batch)."""
-        encoded = [(self._key(namespace, k), k, self._encode(v, None)) for k, v in items]  # validate first
+        if ttl is not None and not (isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and ttl > 0):
+            raise StoreError(f"ttl must be a positive number of seconds, got {ttl!r}")
+        expires = time.time() + ttl if ttl is not None else None
+        encoded = [(self._key(namespace, k), k, self._encode(v, expires)) for k, v in items]  # validate first
+        new_ms = self._expiry_ms(encoded[0][2]) if encoded else 0
         env = self._env()
         mem = self._mem
 
         def txn_fn(txn: lmdb.Transaction) -> None:
             for index, (full, key, data) in enumerate(encoded):
                 old = txn.replace(full, data, db=mem)
-                if old and old[0] == TTL_MARK:
-                    self._reindex(txn, full, old, 0)
+                if new_ms or (old and old[0] == TTL_MARK):
+                    self._reindex(txn, full, old, new_ms)
                 self._log(txn, namespace, key, "put", index=index % (FEED_PER_TXN - 1))
 
         if encoded:

@@ -205,3 +205,15 @@ def test_environment_is_reopened_after_fork(mem):
         os.close(r)
     assert mem.get("ns", "child") == pid
     assert isinstance(mem.env, lmdb.Environment)
+
+
+def test_put_many_is_one_batch_with_optional_ttl(mem):
+    mem.put_many("ns", [("a", 1), ("b", {"x": 2})])
+    mem.put_many("ns", [("short1", 1), ("short2", 2)], ttl=0.2)
+    assert dict(mem.items("ns")) == {"a": 1, "b": {"x": 2}, "short1": 1, "short2": 2}
+    time.sleep(0.3)
+    assert mem.sweep() == 2
+    assert dict(mem.items("ns")) == {"a": 1, "b": {"x": 2}}
+    with pytest.raises(NotSerializable):
+        mem.put_many("ns", [("c", 3), ("d", {1, 2})])   # validated before the transaction
+    assert mem.get("ns", "c") is None
