@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import struct
 import time
+import weakref
 from typing import Any, Iterator
 
 import lmdb
@@ -39,6 +40,20 @@ _U64 = struct.Struct(">Q")
 TTL_MARK = 0xC1             # never used by msgpack: marks an entry carrying an expiry header
 _TTL_PREFIX = bytes([TTL_MARK])
 _FORKS = E.fork_generation
+_unpackb = msgpack.unpackb
+_INSTANCES: "weakref.WeakSet[Memory]" = weakref.WeakSet()
+
+
+def _reopen_after_fork() -> None:
+    """In a forked child, reopen every Memory at once: the hot get() then needs no fork check."""
+    for memory in list(_INSTANCES):
+        try:
+            memory._open()
+        except Exception:  # reported on first use by _env() instead
+            memory._generation = -1
+
+
+os.register_at_fork(after_in_child=_reopen_after_fork)
 
 
 def project_namespace(project: str) -> str:
@@ -57,6 +72,7 @@ class Memory:
         self.sync = sync
         self._prefixes: dict[str, bytes] = {}
         self._open()
+        _INSTANCES.add(self)
 
     def _open(self) -> None:
         self.env = E.open_env(self.path, self.map_size, self.sync)
@@ -174,16 +190,17 @@ class Memory:
 
     def get(self, namespace: str, key: str, default: Any = None) -> Any:
         # The hot read path, kept flat: key fast path inline, one transaction, one decode.
-        prefix = self._prefixes.get(namespace) if type(namespace) is str else None
+        try:
+            prefix = self._prefixes[namespace]  # only validated str namespaces are in here
+        except (KeyError, TypeError):
+            prefix = None
         if prefix is not None and type(key) is str and key and "\x00" not in key:
             full = prefix + key.encode()
             if len(full) > MAX_KEY_BYTES:
                 full = self._key(namespace, key)  # raises InvalidKey
         else:
             full = self._key(namespace, key)
-        if self._generation != _FORKS[0]:
-            self._open()
-        try:
+        try:  # no fork check here: _reopen_after_fork already reopened us in a child
             with self.env.begin(db=self._mem) as txn:
                 data = txn.get(full)
         except lmdb.MapResizedError:
@@ -198,7 +215,7 @@ class Memory:
         else:
             body = data
         try:
-            return msgpack.unpackb(body, strict_map_key=False)  # raw=False is the default
+            return _unpackb(body, strict_map_key=False)  # raw=False is the default
         except Exception:
             return self._value(full, data)  # raises CorruptValue naming the key
 
