@@ -571,8 +571,12 @@ class Broker:
             if agent in peers:
                 peers.remove(agent)
         self.counters.agents_lost += 1
-        log.warning("agent %s lost (%s); %d tasks in flight", agent.name, reason, len(agent.inflight))
-        self.events.publish("agent.lost", {"name": agent.name, "reason": reason, "inflight": len(agent.inflight)})
+        window = self.config.heartbeat_interval * self.config.heartbeat_liveness
+        silent = round(time.monotonic() - (agent.expires - window), 3)  # since its last message
+        log.warning("agent %s lost (%s) after %.2fs of silence; %d tasks in flight", agent.name, reason, silent,
+                    len(agent.inflight))
+        self.events.publish("agent.lost", {"name": agent.name, "reason": reason, "inflight": len(agent.inflight),
+                                           "silent": silent})
         for task_id in agent.inflight:
             self._dispatched.pop(task_id, None)  # no outcome to learn from a lost agent
             task = self.tasks.get(task_id)

@@ -136,5 +136,6 @@ class EventPublisher:
         except zmq.Again:
             self.dropped += 1
 
-    def close(self) -> None:
-        self.sock.close(linger=0)
+    def close(self, linger: int = 0) -> None:
+        """``linger`` (ms) lets queued events leave first; the broker closes with 0 at shutdown."""
+        self.sock.close(linger=linger)

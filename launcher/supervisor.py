@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import queue
 import signal
 import threading
 import time
@@ -113,18 +114,29 @@ class Supervisor:
         self.endpoints: Endpoints = self.group.endpoints
         self.children: dict[str, Child] = {}
         self._stop = threading.Event()
-        self._events: EventPublisher | None = None
+        self._outbox: "queue.Queue[tuple[str, dict] | None]" = queue.Queue()
+        self._publisher = threading.Thread(target=self._publish_loop, name="supervisor-events", daemon=True)
+        self._publisher.start()
 
     def _publish(self, topic: str, body: dict) -> None:
-        """Supervisor events (agent.restarted, agent.given_up) go through the broker's event proxy.
+        """Supervisor events (agent.restarted, agent.given_up) go through the broker's event proxy."""
+        self._outbox.put((topic, body))
 
-        They follow restarts, when subscribers may still be reconnecting (a restarted
-        broker is a new proxy), so wait up to a second for one before giving up.
-        """
-        if self._events is None:
-            self._events = EventPublisher(zmq.Context.instance(), self.endpoints.events_in)
-        if self._events.wait_for_subscriber(topic, 1.0):
-            self._events.publish(topic, body)
+    def _publish_loop(self) -> None:
+        """Publishes supervisor events off the supervision loop. They follow restarts, when
+        subscribers may still be reconnecting (a restarted broker is a new proxy), so each
+        event gets a fresh publisher (a proxy's XSUB sends its current subscriptions to a
+        newly connected publisher; a long-lived one keeps stale state across broker
+        restarts) and waits up to 5 s for a subscriber."""
+        ctx = zmq.Context.instance()
+        while (item := self._outbox.get()) is not None:
+            topic, body = item
+            events = EventPublisher(ctx, self.endpoints.events_in)
+            try:
+                if events.wait_for_subscriber(topic, 5.0):
+                    events.publish(topic, body)
+            finally:
+                events.close(linger=1000)  # deliver before the socket goes
 
     # ------------------------------------------------------------------ start
 
@@ -255,8 +267,8 @@ class Supervisor:
                     proc.wait(30)
                 except Exception:
                     proc.kill()
-        if self._events is not None:
-            self._events.close()
+        self._outbox.put(None)
+        self._publisher.join(6)
         self.group.close()
         try:
             self.config.state_file.unlink()

@@ -126,10 +126,14 @@ def test_heartbeat_loss_detected_within_three_seconds(swarm):
         os.kill(proc.pid, signal.SIGSTOP)
         t = time.monotonic()
         try:
-            lost = collect(sub, "agent.lost", 1, timeout=6)
+            lost = collect(sub, "agent.lost", 1, timeout=8)
             elapsed = time.monotonic() - t
             assert lost and lost[0][1]["name"] == "frozen"
-            assert elapsed <= 3.2, f"loss detected after {elapsed:.2f}s"
+            # The broker's own measure: silence since the agent's last message (its last
+            # heartbeat came before the freeze). Wall time to our receipt adds event
+            # delivery and scheduling, which a loaded CI machine stretches.
+            assert lost[0][1]["silent"] <= 3.2, f"loss detected after {lost[0][1]['silent']:.2f}s of silence"
+            assert elapsed <= 4.5, f"agent.lost arrived {elapsed:.2f}s after the freeze"
             assert c.status()["agents"] == []
         finally:
             os.kill(proc.pid, signal.SIGCONT)
