@@ -26,16 +26,8 @@ def main(argv: list[str] | None = None) -> None:
     add_builtins(agent, [k for k in args.kinds.split(",") if k])
     stop = None
     if args.memory:
-        import threading
-
-        from store import Memory
-
-        from .memory_agent import MemoryService, publish_changes
-        memory = Memory(args.memory)
-        MemoryService(memory).register(agent)
-        if args.events_in:
-            stop = threading.Event()
-            threading.Thread(target=publish_changes, args=(memory, args.events_in, stop), daemon=True).start()
+        from .memory_agent import serve_memory
+        stop = serve_memory(agent, args.memory, args.events_in)
     agent.install_signal_handlers()
     try:
         agent.run()

@@ -94,6 +94,17 @@ def publish_changes(memory: Memory, events_in: str, stop: threading.Event, inter
         pub.close()
 
 
+def serve_memory(agent: Agent, path: str | None, events_in: str | None) -> threading.Event:
+    """Make ``agent`` serve memory.* from the LMDB at ``path``; with ``events_in``, also publish
+    the change feed.  Set the returned event to stop the feed thread."""
+    memory = Memory(path)
+    MemoryService(memory).register(agent)
+    stop = threading.Event()
+    if events_in:
+        threading.Thread(target=publish_changes, args=(memory, events_in, stop), daemon=True).start()
+    return stop
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m agents.memory_agent", description=__doc__)
     ap.add_argument("--endpoint", required=True)
@@ -105,12 +116,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kinds", default=None, help="ignored; memory kinds are fixed")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    memory = Memory(args.memory)
     agent = Agent(args.endpoint, name=args.name, capacity=args.capacity, heartbeat_interval=args.heartbeat)
-    MemoryService(memory).register(agent)
-    stop = threading.Event()
-    if args.events_in:
-        threading.Thread(target=publish_changes, args=(memory, args.events_in, stop), daemon=True).start()
+    stop = serve_memory(agent, args.memory, args.events_in)
     agent.install_signal_handlers()
     try:
         agent.run()

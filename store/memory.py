@@ -152,21 +152,7 @@ class Memory:
     # ------------------------------------------------------------------ API
 
     def put(self, namespace: str, key: str, value: Any, ttl: float | None = None) -> None:
-        full = self._key(namespace, key)
-        if ttl is not None and not (isinstance(ttl, (int, float)) and not isinstance(ttl, bool) and ttl > 0):
-            raise StoreError(f"ttl must be a positive number of seconds, got {ttl!r}")
-        data = self._encode(value, time.time() + ttl if ttl is not None else None)  # bad input: nothing changes
-        new_ms = self._expiry_ms(data)
-        env = self._env()  # first: after a fork it reopens, and with it the db handles
-        mem = self._mem
-
-        def txn_fn(txn: lmdb.Transaction) -> None:
-            old = txn.replace(full, data, db=mem)
-            if new_ms or (old and old[0] == TTL_MARK):
-                self._reindex(txn, full, old, new_ms)
-            self._log(txn, namespace, key, "put")
-
-        E.write(env, txn_fn)
+        self.put_many(namespace, [(key, value)], ttl)
 
     def put_many(self, namespace: str, items: list[tuple[str, Any]], ttl: float | None = None) -> None:
         """Store many entries in one write transaction (one commit for the batch)."""
