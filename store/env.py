@@ -72,16 +72,29 @@ def close_env(path: str) -> None:
             cached[1].close()
 
 
-def write(env: lmdb.Environment, fn: Callable[[lmdb.Transaction], T]) -> T:
-    """Run ``fn`` in a write transaction, growing the map as often as needed."""
+def write(env: lmdb.Environment, fn: Callable[..., T], *args: Any) -> T:
+    """Run ``fn(txn, *args)`` in a write transaction, growing the map as often as needed.
+
+    Explicit begin/commit rather than ``with``: the context manager costs ~0.2 µs,
+    a seventh of a whole small write transaction."""
     while True:
+        txn = None
         try:
-            with env.begin(write=True) as txn:
-                return fn(txn)
-        except lmdb.MapFullError:
-            env.set_mapsize(env.info()["map_size"] * 2)
-        except lmdb.MapResizedError:
-            env.set_mapsize(0)  # another process grew it: adopt the new size
+            txn = env.begin(write=True)
+            result = fn(txn, *args)
+            txn.commit()
+            return result
+        except (lmdb.MapFullError, lmdb.MapResizedError) as exc:
+            if txn is not None:
+                txn.abort()
+            if isinstance(exc, lmdb.MapFullError):
+                env.set_mapsize(env.info()["map_size"] * 2)
+            else:
+                env.set_mapsize(0)  # another process grew it: adopt the new size
+        except BaseException:
+            if txn is not None:
+                txn.abort()
+            raise
 
 
 def read(env: lmdb.Environment, fn: Callable[[lmdb.Transaction], T]) -> T:

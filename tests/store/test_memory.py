@@ -217,3 +217,36 @@ def test_put_many_is_one_batch_with_optional_ttl(mem):
     with pytest.raises(NotSerializable):
         mem.put_many("ns", [("c", 3), ("d", {1, 2})])   # validated before the transaction
     assert mem.get("ns", "c") is None
+
+
+def test_key_cache_never_lets_a_bad_key_through(mem, monkeypatch):
+    from store import memory as M
+    monkeypatch.setattr(M, "FULL_KEY_CACHE", 5)  # forget often: cached and uncached paths both run
+    for i in range(20):
+        mem.put("project:a", f"k{i}", i)
+    assert [mem.get("project:a", f"k{i}") for i in range(20)] == list(range(20))
+    for bad_ns, bad_key in [("project:a", "a\x00b"), ("project:a", ""), ("project:a", ["list"]),
+                            ("project:a", 7), (["ns"], "k"), ("", "k"), ("project:a", "x" * 600)]:
+        with pytest.raises(InvalidKey):
+            mem.get(bad_ns, bad_key)
+        with pytest.raises(InvalidKey):
+            mem.put(bad_ns, bad_key, 1)
+    assert mem._full_count <= 5
+
+
+def test_unserializable_value_leaves_the_encoder_usable(mem):
+    with pytest.raises(NotSerializable):
+        mem.put("project:a", "k", {"half": [1, 2], "bad": object()})
+    mem.put("project:a", "k", {"fine": True})  # the per-thread Packer reset its buffer
+    assert mem.get("project:a", "k") == {"fine": True}
+
+
+def test_change_feed_reads_entries_of_the_older_msgpack_format(mem):
+    import msgpack
+    mem.put("project:a", "new", 1)
+    legacy_seq = mem.changes()[-1]["seq"] + 1
+    with mem.env.begin(write=True) as txn:  # what orchflow wrote before the packed format
+        txn.put(legacy_seq.to_bytes(8, "big"), msgpack.packb(("project:a", "old", "delete", 12.5)), db=mem._feed)
+    feed = mem.changes()
+    assert [(c["ns"], c["key"], c["op"]) for c in feed] == [("project:a", "new", "put"), ("project:a", "old", "delete")]
+    assert feed[-1]["ts"] == 12.5
