@@ -38,7 +38,8 @@ MAX_KEY_BYTES = 480          # LMDB's key limit is 511; leave room for the expir
 DEFAULT_MAX_VALUE = 64 * 1024 * 1024
 FEED_KEEP = 100_000          # change-feed entries kept; older ones are trimmed
 FEED_PER_TXN = 1 << 16       # changes one transaction may log (sweeps stop there)
-FULL_KEY_CACHE = 100_000     # validated keys remembered per Memory (then forgotten at once)
+FULL_KEY_CACHE = 65_536      # validated keys remembered per namespace (then forgotten at once)
+FULL_KEY_NAMESPACES = 256    # namespaces whose keys are remembered
 _U64 = struct.Struct(">Q")
 TTL_MARK = 0xC1             # never used by msgpack: marks an entry carrying an expiry header
 _TTL_PREFIX = bytes([TTL_MARK])
@@ -92,7 +93,6 @@ class Memory:
         # namespace -> key -> full LMDB key, for keys already validated: the hot paths
         # then do two dict lookups instead of checks, encode and concatenation.
         self._full_keys: dict[str, dict[str, bytes]] = {}
-        self._full_count = 0
         self._open()
         _INSTANCES.add(self)
 
@@ -111,28 +111,37 @@ class Memory:
     # ------------------------------------------------------------------ encoding
 
     def _key(self, namespace: str, key: str) -> bytes:
-        try:  # .get, not [], on this path: puts of new keys miss, and exceptions are dear
-            full = self._full_keys.get(namespace, _NO_KEYS).get(key)
-        except TypeError:  # unhashable: rejected below
-            full = None
+        """The LMDB key for ``namespace``/``key``, validated once and then remembered
+        (up to FULL_KEY_CACHE keys per namespace, then that namespace starts over)."""
+        try:
+            ns_keys = self._full_keys.get(namespace)
+            full = ns_keys.get(key) if ns_keys is not None else None
+        except TypeError:  # unhashable
+            return self._validate(namespace, key)  # raises InvalidKey
         if full is not None:
             return full
-        prefix = self._prefixes.get(namespace) if isinstance(namespace, str) else None
+        full = self._validate(namespace, key)
+        if type(key) is str:  # not a subclass: its hash may differ
+            if ns_keys is None:
+                if type(namespace) is not str or len(self._full_keys) >= FULL_KEY_NAMESPACES:
+                    return full
+                ns_keys = self._full_keys[namespace] = {}
+            elif len(ns_keys) >= FULL_KEY_CACHE:
+                ns_keys.clear()
+            ns_keys[key] = full
+        return full
+
+    def _validate(self, namespace: str, key: str) -> bytes:
+        prefix = self._prefixes.get(namespace) if type(namespace) is str else None
         if prefix is None:
             if not isinstance(namespace, str) or not namespace or "\x00" in namespace:
                 raise InvalidKey(f"namespace must be a non-empty string without NUL, got {namespace!r}")
             prefix = self._prefixes[namespace] = namespace.encode() + SEP
-        if not isinstance(key, str) or not key or "\x00" in key:
+        if (type(key) is not str and not isinstance(key, str)) or not key or "\x00" in key:
             raise InvalidKey(f"key must be a non-empty string without NUL, got {key!r:.80}")
         full = prefix + key.encode()
         if len(full) > MAX_KEY_BYTES:
             raise InvalidKey(f"namespace+key is {len(full)} bytes; the limit is {MAX_KEY_BYTES}")
-        if type(namespace) is str and type(key) is str:  # not subclasses: their hash may differ
-            if self._full_count >= FULL_KEY_CACHE:
-                self._full_keys.clear()
-                self._full_count = 0
-            self._full_keys.setdefault(namespace, {})[key] = full
-            self._full_count += 1
         return full
 
     def _encode(self, value: Any, expires: float | None) -> bytes:
@@ -190,13 +199,37 @@ class Memory:
     def put(self, namespace: str, key: str, value: Any, ttl: float | None = None) -> None:
         if ttl is not None:
             return self.put_many(namespace, [(key, value)], ttl)
-        self._write(self._put_txn, self._key(namespace, key), self._encode(value, None))
+        # The hot write path, kept flat.  The key is remembered: what was written is
+        # what gets read.
+        full = self._key(namespace, key)
+        try:
+            data = _packb(value)
+        except (TypeError, ValueError, OverflowError):
+            data = self._encode(value, None)  # raises NotSerializable with the reason
+        if len(data) > self.max_value:
+            raise ValueTooLarge(len(data), self.max_value)
+        env = self.env if self._generation == _FORKS[0] else self._env()
+        txn = None  # E.write's loop inlined for the common case
+        try:
+            txn = env.begin(write=True)
+            txn.put(full, data, db=self._mem)
+            self._log(txn, full, OP_PUT)
+            txn.commit()
+            return None
+        except (lmdb.MapFullError, lmdb.MapResizedError):
+            if txn is not None:
+                txn.abort()  # E.write below grows or adopts the map, then retries
+        except BaseException:
+            if txn is not None:
+                txn.abort()
+            raise
+        E.write(env, self._put_txn, full, data)
 
     def _put_txn(self, txn: lmdb.Transaction, full: bytes, data: bytes) -> None:
-        """put() without a TTL: the hot write path, one entry and its feed record."""
-        old = txn.replace(full, data, db=self._mem)
-        if old and old[0] == TTL_MARK:
-            self._reindex(txn, full, old, 0)
+        """One entry without a TTL and its feed record.  A plain put, not a replace:
+        if the old entry had a TTL, its index entry stays until due, and the sweep
+        then finds the entry alive (no TTL now) and leaves it."""
+        txn.put(full, data, db=self._mem)
         self._log(txn, full, OP_PUT)
 
     def put_many(self, namespace: str, items: list[tuple[str, Any]], ttl: float | None = None) -> None:
@@ -220,10 +253,12 @@ class Memory:
 
     def get(self, namespace: str, key: str, default: Any = None) -> Any:
         # The hot read path, kept flat: cached key inline, one transaction, one decode.
-        try:
-            full = self._full_keys[namespace][key]
-        except (KeyError, TypeError):
-            full = self._key(namespace, key)  # validates (raises InvalidKey) and caches
+        try:  # .get chains: a miss must not cost an exception
+            full = self._full_keys.get(namespace, _NO_KEYS).get(key)
+        except TypeError:
+            full = None
+        if full is None:
+            full = self._key(namespace, key)  # validates (raises InvalidKey) and remembers
         try:  # no fork check here: _reopen_after_fork already reopened us in a child
             # No `with`: a read-only transaction is aborted when its last reference goes,
             # here at the end of this statement; the context manager would cost ~0.2 µs.
