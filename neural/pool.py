@@ -52,11 +52,32 @@ class ModelRegistry:
         return name
 
     def save(self, name: str, network: Network, meta: dict[str, Any] | None = None) -> int:
+        """Store a new version.  The version entry is written before ``latest`` points
+        at it, so a reader (neural.list, neural.run) never finds ``latest`` naming a
+        version that is not there yet; ``latest`` only moves forward, even when two
+        workers save the same model at once."""
         name = self._check_name(name)
-        version = int(self.memory.incr(NS, f"{name}/latest"))
+        version = self._allocate(name)
         self.memory.put(NS, f"{name}@{version}", {"fann": network.dumps(), "created": time.time(),
                                                    "meta": meta or {}})
-        return version
+        while True:
+            current = self.memory.get(NS, f"{name}/latest")
+            if (current is not None and current >= version) or \
+                    self.memory.cas(NS, f"{name}/latest", current, version):
+                return version
+
+    def _allocate(self, name: str) -> int:
+        """The next version number, from a counter of its own (seeded from ``latest``
+        for registries written before the counter existed)."""
+        key = f"{name}/next"
+        while True:
+            last = self.memory.get(NS, key)
+            if last is None:
+                last = self.memory.get(NS, f"{name}/latest") or 0
+                if self.memory.cas(NS, key, None, last + 1):
+                    return last + 1
+            elif self.memory.cas(NS, key, last, last + 1):
+                return last + 1
 
     def latest(self, name: str) -> int:
         version = self.memory.get(NS, f"{self._check_name(name)}/latest")

@@ -88,3 +88,46 @@ def test_bad_requests_fail_alone(pool):
         assert "num_layers" in err.value.error
         assert [m["name"] for m in c.call("neural.list", {}, timeout=10)] == ["xor"]
         assert c.call("neural.run", {"name": "xor", "input": [0, 0]}, timeout=10)  # worker still serving
+
+
+def _save_versions(memory_path: str, count: int, out) -> None:  # noqa: ANN001
+    from neural.pool import ModelRegistry
+    from store import Memory
+    registry = ModelRegistry(Memory(memory_path))
+    out.put([registry.save("shared-model", xor_net(), {"writer": os.getpid()}) for _ in range(count)])
+
+
+def test_registry_saves_race_safely_with_readers(run_dir):
+    """Two processes save the same model while this one lists and loads it: readers
+    never see `latest` name a missing version, versions are unique, latest ends at the max."""
+    import multiprocessing as mp
+
+    from neural.pool import ModelRegistry
+    from store import Memory
+    path = os.path.join(run_dir, "memory")
+    registry = ModelRegistry(Memory(path))
+    for version in (1, 2, 3):  # a registry written before the version counter existed
+        registry.memory.put("neural", f"shared-model@{version}", {"fann": xor_net().dumps(), "meta": {"writer": 1}})
+    registry.memory.put("neural", "shared-model/latest", 3)
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    writers = [ctx.Process(target=_save_versions, args=(path, 15, out)) for _ in range(2)]
+    for w in writers:
+        w.start()
+    try:
+        seen = []
+        while any(w.is_alive() for w in writers) or not seen:
+            for entry in registry.list():  # raised "has no version" before the fix
+                seen.append(entry["latest"])
+            if registry.memory.get("neural", "shared-model/latest") > 3:
+                version, _, meta = registry.load("shared-model")
+                assert meta["writer"] > 0 and version >= 4
+        versions = out.get(timeout=60) + out.get(timeout=60)
+    finally:
+        for w in writers:
+            w.join(timeout=30)
+            if w.is_alive():
+                w.kill()
+    assert sorted(versions) == list(range(4, 34))             # unique, after the old ones
+    assert seen == sorted(seen)                                # latest only moves forward
+    assert registry.latest("shared-model") == 33
