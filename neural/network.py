@@ -95,6 +95,36 @@ class Layer:
         return self._groups
 
 
+def sarprop_cells(cells: Any, constants: tuple[float, ...], rand: GlibcRandom) -> None:
+    """The loop of fann_update_weights_sarprop over ``(W, slopes, steps, prev_slopes,
+    index)`` cells in FANN's weight order, updating them in place.
+
+    Kept from libfann: steps start at 0 (not delta_zero); ``next_step`` is declared
+    once outside the loop, so a weight whose slope product is 0 stores the step of
+    the weight before it; rand() is drawn only on the shrink branch.
+    """
+    inc, dec, dmin, dmax, decay_factor, noise_factor, limit, rmse = constants
+    next_step = 0.0
+    for W, g, steps, prev_slopes, idx in cells:
+        prev_step = max(float(steps[idx]), 0.000001)
+        slope = -float(g[idx]) - float(W[idx]) * decay_factor
+        same = float(prev_slopes[idx]) * slope
+        if same > 0.0:
+            next_step = min(prev_step * inc, dmax)
+            W[idx] += next_step if slope < 0.0 else -next_step
+        elif same < 0.0:
+            if prev_step < limit:
+                noise = _f32(_f32(_f32(rand.rand()) / _f32(2147483647)) * _f32(rmse))
+                next_step = prev_step * dec + float(noise) * noise_factor
+            else:
+                next_step = max(prev_step * dec, dmin)
+            slope = 0.0
+        else:
+            W[idx] += prev_step if slope < 0.0 else -prev_step
+        steps[idx] = next_step
+        prev_slopes[idx] = slope
+
+
 class Network:
     """See the module docstring; construct with :meth:`create_standard`, :meth:`load`, ..."""
 
@@ -765,14 +795,20 @@ class Network:
         else:
             raise NeuralError(f"algorithm {algo} has no batch update here")
 
-    def _update_sarprop(self, slopes: list[np.ndarray]) -> None:
-        """fann_update_weights_sarprop, weight by weight in FANN's connection order.
-
-        Kept from libfann: steps start at 0 (not delta_zero); ``next_step`` is declared
-        once outside the loop, so a weight whose slope product is 0 stores the step
-        of the weight before it; rand() is drawn only on the shrink branch.
-        """
+    def _update_sarprop(self, slopes: list[np.ndarray | None], first_connection: int = 0) -> None:
+        """fann_update_weights_sarprop over the connections from ``first_connection`` on
+        (0: all; cascade passes the output layer's first), in FANN's connection order."""
         self._train_arrays(zero_steps=True)
+        layers = self._conn_layer[first_connection:].tolist()
+        rows = self._conn_row[first_connection:].tolist()
+        cols = self._conn_col[first_connection:].tolist()
+        cells = ((self.layers[li].W, slopes[li], self._steps[li], self._slopes_prev[li], (r, c))
+                 for li, r, c in zip(layers, rows, cols))
+        sarprop_cells(cells, self.sarprop_constants(), self._rand)
+
+    def sarprop_constants(self) -> tuple[float, ...]:
+        """What fann_update_weights_sarprop derives from the parameters, the MSE and the
+        SARPROP epoch before its loop, in its float/double mix."""
         inc, dec = f32(self.header["rprop_increase_factor"]), f32(self.header["rprop_decrease_factor"])
         dmin, dmax = f32(0.000001), f32(self.header["rprop_delta_max"])
         shift = _f32(self.params["sarprop_weight_decay_shift"])
@@ -780,34 +816,13 @@ class Network:
         err_shift = _f32(self.params["sarprop_step_error_shift"])
         T = _f32(self.params["sarprop_temperature"])
         mse = _f32(self.mse)
-        rmse = np.sqrt(mse, dtype=np.float32)
+        rmse = float(np.sqrt(mse, dtype=np.float32))
         epoch = _f32(self.sarprop_epoch)
         ln2 = 0.69314718055994530942
         decay_factor = float(np.exp(ln2 * float(_f32(-T * epoch) + shift)))
         noise_factor = float(np.exp(ln2 * float(_f32(-T * epoch) + err_shift)))
         limit = float(_f32(thresh * mse))
-        rand = self._rand
-        next_step = 0.0
-        for li, r, c in zip(self._conn_layer.tolist(), self._conn_row.tolist(), self._conn_col.tolist()):
-            W, g = self.layers[li].W, slopes[li]
-            steps, prev_slopes = self._steps[li], self._slopes_prev[li]
-            prev_step = max(float(steps[r, c]), 0.000001)
-            slope = -float(g[r, c]) - float(W[r, c]) * decay_factor
-            same = float(prev_slopes[r, c]) * slope
-            if same > 0.0:
-                next_step = min(prev_step * inc, dmax)
-                W[r, c] += next_step if slope < 0.0 else -next_step
-            elif same < 0.0:
-                if prev_step < limit:
-                    noise = _f32(_f32(_f32(rand.rand()) / _f32(2147483647)) * rmse)
-                    next_step = prev_step * dec + float(noise) * noise_factor
-                else:
-                    next_step = max(prev_step * dec, dmin)
-                slope = 0.0
-            else:
-                W[r, c] += prev_step if slope < 0.0 else -prev_step
-            steps[r, c] = next_step
-            prev_slopes[r, c] = slope
+        return inc, dec, dmin, dmax, decay_factor, noise_factor, limit, rmse
 
     @property
     def _rand(self) -> GlibcRandom:
@@ -845,6 +860,11 @@ class Network:
         g = err[:, : last.n1 - last.n0].T @ V[:, last.s0:last.s1]
         if last.mask is not None:
             g[~last.mask] = 0.0
+        if self.training_algorithm == SARPROP:  # libfann: then ++sarprop_epoch, as a full epoch does
+            first = int(np.searchsorted(self._conn_layer, len(self.layers) - 1))
+            self._update_sarprop([None] * (len(self.layers) - 1) + [g], first)
+            self.sarprop_epoch += 1
+            return self.mse
         self._train_arrays(zero_steps=self.training_algorithm == QUICKPROP)
         self._apply_update([last.W], [g], self._slopes_prev[-1:], self._steps[-1:], data.num_data, [last.mask])
         return self.mse
@@ -861,9 +881,9 @@ class Network:
 
     def _rebuild(self, ff: fannfile.FannFile) -> None:
         """Take a new structure (cascade installed a neuron), keeping parameters and rand() state."""
-        params, glibc = self.params, getattr(self, "_glibc", None)
+        params, glibc, epoch = self.params, getattr(self, "_glibc", None), self.sarprop_epoch
         self.__dict__.update(Network(ff).__dict__)
-        self.params = params
+        self.params, self.sarprop_epoch = params, epoch
         if glibc is not None:
             self._glibc = glibc
 

@@ -129,11 +129,12 @@ def init_case(lib: ctypes.CDLL, kind: str, seed: int) -> dict:
     return {"kind": kind, "seed": seed, "net": net, "randomized": randomized, "initialized": initialized}
 
 
-def cascade_case(lib: ctypes.CDLL, seed: int, max_neurons: int = 3) -> dict:
+def cascade_case(lib: ctypes.CDLL, seed: int, max_neurons: int = 3, algorithm: str = "rprop") -> dict:
     """fann_cascadetrain_on_data on a small problem, with shortened epoch limits so it runs fast."""
     libc = ctypes.CDLL("libc.so.6")
     data_text = train_data_text(seed, n=40, n_in=3, n_out=2)
     ann = fannlib.create(lib, "shortcut", [3, 2])
+    lib.fann_set_training_algorithm(ann, ALGORITHMS[algorithm])
     for setter, value in (("fann_set_cascade_max_out_epochs", 40), ("fann_set_cascade_min_out_epochs", 10),
                           ("fann_set_cascade_max_cand_epochs", 40), ("fann_set_cascade_min_cand_epochs", 10)):
         getattr(lib, setter).argtypes = [ctypes.c_void_p, ctypes.c_uint]
@@ -151,7 +152,8 @@ def cascade_case(lib: ctypes.CDLL, seed: int, max_neurons: int = 3) -> dict:
     final = _saved(lib, ann)
     lib.fann_destroy_train(data)
     lib.fann_destroy(ann)
-    return {"seed": seed, "max_neurons": max_neurons, "net": initial, "data": data_text, "final": final}
+    return {"seed": seed, "max_neurons": max_neurons, "algorithm": algorithm, "net": initial, "data": data_text,
+            "final": final}
 
 
 def all_cases(lib: ctypes.CDLL) -> tuple[list[dict], list[dict]]:
@@ -179,7 +181,8 @@ if __name__ == "__main__":
     with open(os.path.join(GOLDEN, "train.json"), "w") as f:
         json.dump(train_cases, f)
     with open(os.path.join(GOLDEN, "cascade.json"), "w") as f:
-        json.dump([cascade_case(library, seed) for seed in (13, 14)], f)
+        json.dump([cascade_case(library, seed) for seed in (13, 14)]
+                  + [cascade_case(library, seed, algorithm="sarprop") for seed in (15, 16)], f)
     with open(os.path.join(GOLDEN, "init.json"), "w") as f:
         json.dump([init_case(library, kind, 40 + i) for i, kind in enumerate(LAYOUTS)], f)
     print(f"wrote {len(run_cases)} run cases and {len(train_cases)} training cases to {GOLDEN}")

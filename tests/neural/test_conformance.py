@@ -61,6 +61,7 @@ def test_golden_cases_cover_the_issue():
     assert {c["kind"] for c in RUN_CASES} == {"standard", "shortcut", "sparse"}
     assert {c["algorithm"] for c in TRAIN_CASES} == {"incremental", "batch", "rprop", "quickprop", "sarprop"}
     assert all(len(c["mse"]) >= 20 for c in TRAIN_CASES)
+    assert {c.get("algorithm", "rprop") for c in CASCADE_CASES} == {"rprop", "sarprop"}
 
 
 @pytest.mark.parametrize("case", RUN_CASES, ids=lambda c: f"{c['kind']}-{Activation(c['hidden']).name}")
@@ -104,14 +105,15 @@ def check_cascade(case: dict) -> None:
     np.testing.assert_allclose(net.weights, expected.weights, rtol=1e-6, atol=1e-12)
 
 
-@pytest.mark.parametrize("case", CASCADE_CASES, ids=lambda c: f"seed{c['seed']}")
+@pytest.mark.parametrize("case", CASCADE_CASES, ids=lambda c: f"{c.get('algorithm', 'rprop')}-seed{c['seed']}")
 def test_cascade2_equals_libfann(case):
     check_cascade(case)
 
 
 @live
-def test_live_cascade2():
-    check_cascade(cases.cascade_case(LIB, seed=21))
+@pytest.mark.parametrize("algorithm", ["rprop", "sarprop"])  # Quickprop: see cascade.py's docstring
+def test_live_cascade2(algorithm):
+    check_cascade(cases.cascade_case(LIB, seed=21, algorithm=algorithm))
 
 
 @live
