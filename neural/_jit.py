@@ -17,6 +17,17 @@ from .activation import _HI, _LO, _SHI, _SLO, Activation
 _OPTS = {"cache": True, "error_model": "numpy", "nogil": True}
 
 
+@njit(inline="always", **_OPTS)
+def neuron_sum(s, b, k, lim):  # noqa: ANN001, ANN202
+    """fann_run's sum: (product + bias) * steepness, clipped at +-150/steepness."""
+    x = (s + b) * k
+    if x > lim:
+        return lim
+    if x < -lim:
+        return -lim
+    return x
+
+
 # Written as straight-line assignments under ifs so LLVM turns them into
 # vector selects; `out` is never the input (aliasing stops vectorization).
 @njit(**_OPTS)
@@ -27,13 +38,7 @@ def affine_clip(S, b, k, lim, scale, out):  # noqa: ANN001, ANN202
         row = S[i]
         o = out[i]
         for j in range(m):
-            x = (row[j] + b[j]) * k[j]
-            lj = lim[j]
-            if x > lj:
-                x = lj
-            elif x < -lj:
-                x = -lj
-            o[j] = scale * x
+            o[j] = scale * neuron_sum(row[j], b[j], k[j], lim[j])
 
 
 @njit(**_OPTS)
@@ -49,12 +54,7 @@ def stepwise(S, b, k, lim, V, R, lo, hi, out):  # noqa: ANN001, ANN202
         row = S[i]
         o = out[i]
         for j in range(m):
-            x = (row[j] + b[j]) * k[j]
-            lj = lim[j]
-            if x > lj:
-                x = lj
-            elif x < -lj:
-                x = -lj
+            x = neuron_sum(row[j], b[j], k[j], lim[j])
             va, ra, dr, dv = v5, r5, d5, e5
             if x < v5:
                 va, ra, dr, dv = v4, r4, d4, e4
