@@ -244,9 +244,9 @@ class Agent:
 
     def _drain_broker(self, sock: zmq.Socket) -> None:
         for _ in range(256):
-            if not P.readable(sock):
+            frames = P.try_recv(sock)
+            if frames is None:
                 return
-            frames = P.recv(sock)
             try:
                 command, body = P.parse(frames, P.AGENT)
             except P.ProtocolError as exc:

@@ -233,11 +233,12 @@ class Broker:
             self.journal.close()
 
     def _drain(self, sock: zmq.Socket, handler) -> None:
-        readable, recv = P.readable, P.recv
+        try_recv = P.try_recv
         for _ in range(DRAIN_BATCH):
-            if not readable(sock):
+            frames = try_recv(sock)
+            if frames is None:
                 return
-            handler(recv(sock))
+            handler(frames)
 
     def _next_deadline_monotonic(self, now_m: float) -> float:
         if not self._deadlines:

@@ -131,8 +131,7 @@ class Client:
         if not self._sock.poll(timeout * 1000):
             return False
         sock = self._sock
-        while P.readable(sock):
-            frames = P.recv(sock)
+        while (frames := P.try_recv(sock)) is not None:
             try:
                 command, body = P.parse(frames, P.CLIENT)
             except P.ProtocolError:
