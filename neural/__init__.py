@@ -6,10 +6,24 @@ import os as _os
 # configures logging; set what it would pick (cores, at most 16) so it stays quiet.
 _os.environ.setdefault("NUMEXPR_MAX_THREADS", str(min(_os.cpu_count() or 1, 16)))
 
-from .activation import Activation
-from .data import TrainingData
+from typing import Any as _Any
+
 from .errors import FannFormatError, NeuralError
-from .network import BATCH, INCREMENTAL, QUICKPROP, RPROP, SARPROP, Network
 
 __all__ = ["Activation", "BATCH", "FannFormatError", "INCREMENTAL", "Network", "NeuralError", "QUICKPROP",
            "RPROP", "SARPROP", "TrainingData"]
+
+# The rest loads on first use (PEP 562): the broker imports neural.router and should
+# not carry numpy (~12 MB) until a routing model exists.
+_LAZY = {"Activation": "activation", "TrainingData": "data", "Network": "network", "BATCH": "network",
+         "INCREMENTAL": "network", "QUICKPROP": "network", "RPROP": "network", "SARPROP": "network"}
+
+
+def __getattr__(name: str) -> _Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'neural' has no attribute {name!r}")
+    import importlib
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value

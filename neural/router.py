@@ -17,12 +17,15 @@ from typing import TYPE_CHECKING, Any, Sequence
 from bus.outcomes import payload_features
 from bus.routing import LeastLoaded, Router
 
-from . import routing_model as R
-from .network import Network
-
 if TYPE_CHECKING:
     from bus.broker import AgentRecord, Broker
     from bus.task import Task
+
+    from .network import Network
+
+#: routing_model.MODEL_NAME, repeated here so the broker imports no numpy until a
+#: model exists (routing_model and network load with the first model).
+MODEL_NAME = "router"
 
 
 class LearnedRouter(Router):
@@ -51,12 +54,13 @@ class LearnedRouter(Router):
         if now < self._next_check:
             return
         self._next_check = now + self.refresh
-        latest = self.memory.get("neural", f"{R.MODEL_NAME}/latest")
+        latest = self.memory.get("neural", f"{MODEL_NAME}/latest")
         if not latest or int(latest) == self.version:
             return
-        entry = self.memory.get("neural", f"{R.MODEL_NAME}@{int(latest)}")
+        entry = self.memory.get("neural", f"{MODEL_NAME}@{int(latest)}")
         if entry is None:
             return
+        from .network import Network
         self.model = Network.loads(entry["fann"])
         self.pairs = entry.get("meta", {}).get("pairs", {})
         self.version = int(latest)
@@ -67,6 +71,7 @@ class LearnedRouter(Router):
         key = (kind, agent, int(features[0]))
         expected = self._cache.get(key)
         if expected is None:
+            from . import routing_model as R
             out = self.model.run(R.encode(kind, agent, features))
             success = min(1.0, max(float(out[1]), 0.05)) if len(out) > 1 else 1.0
             expected = R.from_target(float(out[0])) / success

@@ -57,3 +57,14 @@ def test_model_predicts_duration_and_success_on_synthetic_outcomes():
     assert duration[("x", "A")] < duration[("x", "B")] and duration[("y", "B")] < duration[("y", "A")]
     assert out[("z", "A")][1] < 0.5 < out[("z", "B")][1]        # z fails on A, succeeds on B
     assert meta["pairs"]["z|A"] == 20 and meta["success_accuracy"] == 1.0
+
+
+def test_broker_side_router_needs_no_numpy_until_a_model_exists():
+    import subprocess
+    import sys
+
+    from neural import router, routing_model
+    assert router.MODEL_NAME == routing_model.MODEL_NAME
+    code = "import sys, neural.router; print('numpy' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.strip() == "False", out.stderr
