@@ -59,8 +59,8 @@ DEFAULT_HEADER: dict[str, Any] = {
 #: floats: for a 2-3-3-1 net that is ~10x faster than numpy's per-call overhead.
 SMALL_NET_CONNECTIONS = 400
 
-#: Batches of at least this many layer outputs use the compiled kernels (numba's
-#: thread launch and the workspace pay off from here on).
+#: Batches of at least this many layer outputs use the compiled kernels (the row
+#: split's hand-off and the workspace pay off from here on).
 KERNEL_MIN_ELEMENTS = 16384
 #: Rows per part, at least, when a batch is split over the cores.
 SPLIT_MIN_ROWS = 64
@@ -297,6 +297,13 @@ class Network:
             lay.steep[slice(None) if neuron is None else neuron] = steepness
         self._changed()
 
+    def __getstate__(self) -> dict[str, Any]:
+        """All but the per-thread run buffers (threading.local does not pickle; they
+        are rebuilt on demand), so networks copy and pickle as before."""
+        state = self.__dict__.copy()
+        state.pop("_workspace", None)
+        return state
+
     def _changed(self) -> None:
         """Weights, activations or steepnesses changed: drop what was derived from them."""
         self._plan = None
@@ -478,8 +485,9 @@ class Network:
     def _inference_plan(self) -> list[tuple[list[int], np.ndarray, np.ndarray, Layer, np.ndarray]]:
         """Per layer: which earlier layers it reads, its weights over their *computed*
         neurons (contiguous, transposed for the matmul), a bias vector folded from
-        the bias-neuron columns, and fann_run's clip bound.  Each layer's activations then live in their own
-        contiguous array: no strided writes into one all-neurons matrix."""
+        the bias-neuron columns, and fann_run's clip bound.  Each layer's activations
+        then live in their own contiguous array: no strided writes into one
+        all-neurons matrix."""
         if self._infer is not None:
             return self._infer
         bias = set(self.bias_cols)

@@ -214,3 +214,12 @@ def test_live_large_batch_equals_fann_run(hidden):
     finally:
         LIB.fann_destroy(ann)
     np.testing.assert_allclose(net.run(X), theirs, rtol=0, atol=1e-9)
+
+
+def test_network_still_copies_and_pickles_after_large_batches():
+    import copy
+    net = make()
+    X = inputs(11)
+    expected = net.run(X)  # leaves per-thread buffers behind
+    for clone in (copy.deepcopy(net), pickle.loads(pickle.dumps(net))):
+        np.testing.assert_array_equal(clone.run(X), expected)
