@@ -656,7 +656,8 @@ class Broker:
             self._errors.clear()
         if self._acks:
             for identity, ids in self._acks.items():
-                self._send(self.frontend, identity, P.client_message(Command.ACCEPTED, ids))
+                if ids:  # empty when every submission said ack=false: their RESULT is the answer
+                    self._send(self.frontend, identity, P.client_message(Command.ACCEPTED, ids))
             self._acks.clear()
         if self._results:
             for identity, outcomes in self._results.items():

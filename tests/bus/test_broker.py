@@ -198,3 +198,27 @@ def test_async_client(swarm):
             assert (await c.status())["counters"]["cancelled"] == 1
 
     asyncio.run(main())
+
+
+def test_call_gets_its_result_as_the_only_reply(swarm):
+    """ack=false (what call() sends): the RESULT is the whole answer, no empty ACCEPTED
+    that would wake the caller a second time."""
+    import zmq
+
+    from bus import protocol as P
+    from bus.client import task_entry
+    swarm.agent("a1", capacity=2)
+    swarm.wait_agents(1)
+    sock = zmq.Context.instance().socket(zmq.DEALER)
+    sock.linger = 0
+    sock.connect(swarm.endpoints.frontend)
+    try:
+        for ack, expected in ((False, ["RESULT"]), (True, ["ACCEPTED", "RESULT"])):
+            sock.send_multipart(P.client_message(P.Command.SUBMIT, [task_entry(f"t-{ack}", "sys.noop", None, None,
+                                                                               None, None, None, None, ack)]))
+            got = []
+            while sock.poll(2000 if len(got) < len(expected) else 300):
+                got.append(P.parse(sock.recv_multipart(), P.CLIENT)[0].name)
+            assert got == expected
+    finally:
+        sock.close()
