@@ -8,13 +8,14 @@ ipc endpoints in a temp dir:
 * sequential round trip p50/p99 (one task at a time);
 * event fan-out through the XSUB/XPUB proxy against raw PUB->SUB.
 
-    python bench/bus.py [--tasks 20000] [--journal]
+    python bench/bus.py [--tasks 20000] [--journal] [--repeat 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -89,8 +90,8 @@ def spawn_role(group: ProcessGroup, name: str, *args: str) -> None:
     group.spawn(name, [os.path.abspath(__file__), "--role", *args])
 
 
-def baseline_throughput(tmp: str, workers: int, n: int) -> tuple[float, list[float]]:
-    with ProcessGroup(os.path.join(tmp, f"base{workers}")) as g:
+def baseline_throughput(tmp: str, workers: int, n: int, tag: str = "") -> tuple[float, list[float]]:
+    with ProcessGroup(os.path.join(tmp, f"base{workers}{tag}")) as g:
         front, back = f"ipc://{g.run_dir}/front", f"ipc://{g.run_dir}/back"
         spawn_role(g, "forwarder", "forwarder", front, back)
         for i in range(workers):
@@ -120,8 +121,8 @@ def baseline_throughput(tmp: str, workers: int, n: int) -> tuple[float, list[flo
         return rate, lat
 
 
-def orchflow_throughput(tmp: str, agents: int, n: int, journal: bool) -> dict[str, object]:
-    with ProcessGroup(os.path.join(tmp, f"of{agents}{'j' if journal else ''}")) as g:
+def orchflow_throughput(tmp: str, agents: int, n: int, journal: bool, tag: str = "") -> dict[str, object]:
+    with ProcessGroup(os.path.join(tmp, f"of{agents}{'j' if journal else ''}{tag}")) as g:
         g.broker(journal=os.path.join(g.run_dir, "journal") if journal else None)
         for i in range(agents):
             g.agent(f"agent{i}", capacity=max(16, 256 // agents), kinds="sys.noop")
@@ -195,6 +196,7 @@ def main() -> None:
     ap.add_argument("--tasks", type=int, default=20000)
     ap.add_argument("--events", type=int, default=200000)
     ap.add_argument("--journal", action="store_true", help="also measure with the durable LMDB journal")
+    ap.add_argument("--repeat", type=int, default=3, help="rounds per setup; the figures are medians")
     args = ap.parse_args()
     if args.role:
         role, *rest = args.role
@@ -203,21 +205,34 @@ def main() -> None:
             run_publisher(rest[0], int(rest[1]), int(rest[2]), rest[3] == "connect")
         return
     n = args.tasks
-    print(f"bus benchmark: {n} no-op tasks per run, {os.cpu_count()} cores, ipc endpoints\n")
+    print(f"bus benchmark: {n} no-op tasks per run, {os.cpu_count()} cores, ipc endpoints; median of "
+          f"{args.repeat} rounds, each round the baseline then orchflow (a noisy VM drifts; rounds pair them)\n")
     with tempfile.TemporaryDirectory(prefix="orchflow-bench-") as tmp:
         print(f"{'setup':34} {'tasks/s':>10} {'vs baseline':>12} {'p50 us':>8} {'p99 us':>8}")
         for agents in (2, 8):
-            base_rate, base_lat = baseline_throughput(tmp, agents, n)
+            modes = [False, True] if args.journal else [False]
+            base_rates, base_lat = [], []
+            ours: dict[bool, dict[str, list]] = {m: {"single": [], "batched": [], "lat": []} for m in modes}
+            for round_ in range(args.repeat):
+                rate, lat = baseline_throughput(tmp, agents, n, tag=f"r{round_}")
+                base_rates.append(rate)
+                base_lat += lat
+                for journal in modes:
+                    r = orchflow_throughput(tmp, agents, n, journal, tag=f"r{round_}")
+                    for key in ("single", "batched"):
+                        ours[journal][key].append(r[key])
+                    ours[journal]["lat"] += r["lat"]
+            base_rate = statistics.median(base_rates)
             print(f"{f'baseline forwarder, {agents} workers':34} {base_rate:10.0f} {'1.00x':>12} "
                   f"{pct(base_lat, .5):8.0f} {pct(base_lat, .99):8.0f}")
-            modes = [False, True] if args.journal else [False]
             for journal in modes:
-                r = orchflow_throughput(tmp, agents, n, journal)
+                r = ours[journal]
+                single, batched = statistics.median(r["single"]), statistics.median(r["batched"])
                 tag = " +journal" if journal else ""
-                print(f"{f'orchflow submit(), {agents} agents{tag}':34} {r['single']:10.0f} "
-                      f"{r['single'] / base_rate:11.2f}x {pct(r['lat'], .5):8.0f} {pct(r['lat'], .99):8.0f}")
-                print(f"{f'orchflow submit_many, {agents} agents{tag}':34} {r['batched']:10.0f} "
-                      f"{r['batched'] / base_rate:11.2f}x")
+                print(f"{f'orchflow submit(), {agents} agents{tag}':34} {single:10.0f} "
+                      f"{single / base_rate:11.2f}x {pct(r['lat'], .5):8.0f} {pct(r['lat'], .99):8.0f}")
+                print(f"{f'orchflow submit_many, {agents} agents{tag}':34} {batched:10.0f} "
+                      f"{batched / base_rate:11.2f}x")
         raw, proxied = fanout(tmp, args.events, 100)
         print(f"\nevent fan-out, {args.events} x 100 B: raw PUB->SUB {raw:,.0f} msg/s, "
               f"through proxy {proxied:,.0f} msg/s ({proxied / raw * 100:.0f}% of raw)")
