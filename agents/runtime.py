@@ -364,8 +364,8 @@ class Agent:
             self._progress.append({"id": task_id, "data": data})
 
     def _drain_outbox(self, outbox: zmq.Socket) -> None:
-        while P.readable(outbox):
-            what, task_id, data = P.unpack(P.recv(outbox)[0])
+        while (frames := P.try_recv(outbox)) is not None:
+            what, task_id, data = P.unpack(frames[0])
             if what == "progress":
                 if task_id in self._running:
                     self._progress.append({"id": task_id, "data": data})

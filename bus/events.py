@@ -20,7 +20,7 @@ from typing import Any
 
 import zmq
 
-from .protocol import pack, readable, recv, send
+from .protocol import pack, send, try_recv
 
 #: Events queued per subscriber before libzmq drops for that subscriber only.
 DEFAULT_EVENT_HWM = 100_000
@@ -96,8 +96,8 @@ class EventPublisher:
 
     def on_subscription(self) -> None:
         """Drain subscription changes forwarded by the proxy."""
-        while readable(self.sock):
-            msg = recv(self.sock)[0]
+        while (frames := try_recv(self.sock)) is not None:
+            msg = frames[0]
             if not msg:
                 continue
             prefix = msg[1:]
