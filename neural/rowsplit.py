@@ -20,7 +20,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-_set_local: Any = None
 _splitter: RowSplitter | None = None
 _probed = False
 _probe_lock = threading.Lock()
@@ -52,15 +51,15 @@ def cores() -> int:
 
 def splitter() -> RowSplitter | None:
     """The process's splitter (helper threads started on first use), or None."""
-    global _set_local, _splitter, _probed
+    global _splitter, _probed
     if not _probed:
         with _probe_lock:
             if not _probed:
                 import numpy  # noqa: F401 - BLAS must be loaded before we look for it
                 n = min(cores(), 8)
-                _set_local = _find_set_local() if n > 1 else None
-                if _set_local is not None:
-                    _splitter = RowSplitter(n, _set_local)
+                set_local = _find_set_local() if n > 1 else None
+                if set_local is not None:
+                    _splitter = RowSplitter(n, set_local)
                 _probed = True
     return _splitter
 
