@@ -78,8 +78,7 @@ def publish_changes(memory: Memory, events_in: str, stop: threading.Event, inter
     pub = zmq.Context.instance().socket(zmq.PUB)
     pub.linger = 0
     pub.connect(events_in)
-    changes = memory.changes(0, limit=1_000_000)
-    since = changes[-1]["seq"] if changes else 0  # only what happens from now on
+    since = memory.last_change()  # only what happens from now on
     ticks_per_sweep = max(1, int(sweep_every / interval))
     tick = 0
     try:

@@ -8,11 +8,8 @@ Layout (named databases in one environment):
   strip on read) and writers see an old entry's expiry without decoding it
 * ``exp``  ``expires_at (8-byte big-endian ms) namespace \\0 key`` -> ``b""``, so the
   TTL sweep reads only what is due
-* ``feed`` ``seq (8-byte big-endian)`` -> op (1 byte) + time (8-byte double) +
-  ``namespace \\0 key``: the change feed the bus turns into ``memory.changed`` events.
-  Packed by hand, not msgpack: it is written on every put.  ``seq`` is the LMDB write
-  transaction id shifted left 16 bits plus the change's index in that transaction:
-  monotonic across processes, and free (no cursor seek per write)
+* ``feed`` the change feed the bus turns into ``memory.changed`` events (see
+  :mod:`store.feed`, which also says when a change's record is written)
 
 Readers never block (LMDB MVCC); writers are serialized by LMDB across processes,
 which is what makes :meth:`Memory.cas` and :meth:`Memory.incr` lost-update free.
@@ -31,21 +28,19 @@ import lmdb
 import msgpack
 
 from . import env as E
+from . import feed as F
 from .errors import CorruptValue, InvalidKey, NotSerializable, StoreError, ValueTooLarge
 
 SEP = b"\x00"
 MAX_KEY_BYTES = 480          # LMDB's key limit is 511; leave room for the expiry prefix
 DEFAULT_MAX_VALUE = 64 * 1024 * 1024
-FEED_KEEP = 100_000          # change-feed entries kept; older ones are trimmed
-FEED_PER_TXN = 1 << 16       # changes one transaction may log (sweeps stop there)
+FEED_PER_TXN = F.FEED_PER_TXN
 FULL_KEY_CACHE = 65_536      # validated keys remembered per namespace (then forgotten at once)
 FULL_KEY_NAMESPACES = 256    # namespaces whose keys are remembered
 _U64 = struct.Struct(">Q")
 TTL_MARK = 0xC1             # never used by msgpack: marks an entry carrying an expiry header
 _TTL_PREFIX = bytes([TTL_MARK])
-_FEED_HEAD = struct.Struct(">Bd")  # op code, time.time()
-OP_PUT, OP_DELETE, OP_EXPIRE = 1, 2, 3
-_OP_NAMES = {OP_PUT: "put", OP_DELETE: "delete", OP_EXPIRE: "expire"}
+OP_PUT, OP_DELETE, OP_EXPIRE = F.OP_PUT, F.OP_DELETE, F.OP_EXPIRE
 _FORKS = E.fork_generation
 _unpackb = msgpack.unpackb
 _INSTANCES: "weakref.WeakSet[Memory]" = weakref.WeakSet()
@@ -178,18 +173,7 @@ class Memory:
             txn.put(_U64.pack(new_ms) + full, b"", db=self._exp)
 
     def _log(self, txn: lmdb.Transaction, full: bytes, op: int, index: int = 0) -> None:
-        txn_id = txn.id()
-        seq = _U64.pack((txn_id << 16) | index)
-        entry = _FEED_HEAD.pack(op, time.time()) + full
-        if not txn.put(seq, entry, db=self._feed, append=True):  # seqs only grow: append is the
-            txn.put(seq, entry, db=self._feed)                  # fast path, never a wrong one
-        if txn_id % 1000 == 0 and index == 0:  # trim now and then, not on every write
-            excess = txn.stat(self._feed)["entries"] - FEED_KEEP
-            cur = txn.cursor(db=self._feed)
-            if excess > 0 and cur.first():
-                for _ in range(excess):
-                    if not cur.delete():
-                        break
+        F.log(txn, self._feed, full, op, index)
 
     def _write(self, fn: Any, *args: Any) -> Any:
         return E.write(self._env(), fn, *args)
@@ -213,17 +197,16 @@ class Memory:
         try:
             txn = env.begin(write=True)
             txn.put(full, data, db=self._mem)  # _put_txn's two lines, not a call to it:
-            self._log(txn, full, OP_PUT)        # the call costs put 3-4%
+            F.log(txn, self._feed, full, OP_PUT)  # the call costs put 3-4%
             txn.commit()
-            return None
         except (lmdb.MapFullError, lmdb.MapResizedError):
             if txn is not None:
-                txn.abort()  # E.write below grows or adopts the map, then retries
+                txn.abort()
+            E.write(env, self._put_txn, full, data)  # grows or adopts the map, then retries
         except BaseException:
             if txn is not None:
                 txn.abort()
             raise
-        E.write(env, self._put_txn, full, data)
 
     def _put_txn(self, txn: lmdb.Transaction, full: bytes, data: bytes) -> None:
         """One entry without a TTL and its feed record.  A plain put, not a replace:
@@ -389,26 +372,11 @@ class Memory:
 
     def changes(self, since: int = 0, limit: int = 1000) -> list[dict[str, Any]]:
         """Change-feed entries with ``seq > since``, oldest first."""
-        def scan(txn: lmdb.Transaction) -> list[dict[str, Any]]:
-            out, cur = [], txn.cursor(db=self._feed)
-            if not cur.set_range(_U64.pack(since + 1)):
-                return out
-            for key, data in cur:
-                ns, name, op, ts = self._feed_entry(data)
-                out.append({"seq": _U64.unpack(key)[0], "ns": ns, "key": name, "op": op, "ts": ts})
-                if len(out) >= limit:
-                    break
-            return out
+        return E.read(self._env(), lambda txn: F.read(txn, self._feed, since, limit))
 
-        return E.read(self._env(), scan)
-
-    @staticmethod
-    def _feed_entry(data: bytes) -> tuple[str, str, str, float]:
-        if data[:1] == b"\x94":  # written by orchflow before the packed format: msgpack (ns, key, op, ts)
-            return tuple(msgpack.unpackb(data, raw=False))  # type: ignore[return-value]
-        op, ts = _FEED_HEAD.unpack_from(data)
-        ns, key = data[_FEED_HEAD.size:].split(SEP, 1)
-        return ns.decode(), key.decode(), _OP_NAMES.get(op, "unknown"), ts
+    def last_change(self) -> int:
+        """The newest change-feed seq (0 if none): where a new watcher starts."""
+        return E.read(self._env(), lambda txn: F.last_seq(txn, self._feed))
 
     def stats(self) -> dict[str, Any]:
         env = self._env()

@@ -44,6 +44,7 @@ def test_put_get_delete_items_search_namespaces(mem):
     assert [(c["ns"], c["key"], c["op"]) for c in feed][-1] == ("project:a", "build/cmd", "delete")
     assert [c["seq"] for c in feed] == sorted({c["seq"] for c in feed})  # strictly increasing
     assert mem.changes(since=feed[-2]["seq"]) == feed[-1:]
+    assert mem.last_change() == feed[-1]["seq"]
 
 
 def test_ttl_expires_lazily_and_by_sweep(mem):
