@@ -4,7 +4,11 @@ Raw py-lmdb is measured in the same run, doing the same unit of work per operati
 (one transaction per put or get, same sync setting), on raw bytes and on the same
 msgpack-encoded objects.
 
-    python bench/store.py [--ops 20000] [--tasks 20000]
+    python bench/store.py [--ops 20000] [--tasks 20000] [--repeat 5]
+
+Each figure is the median of --repeat rounds; a ratio is the median of the per-round
+ratios, each taken between raw and Memory measured back to back, so a noisy moment
+on the machine moves both sides of a ratio or neither.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
+import statistics
 import struct
 import sys
 import tempfile
@@ -42,28 +47,28 @@ def bench_memory(tmp: str, ops: int, sync: bool, writemap: bool) -> dict[str, fl
                     metasync=sync, writemap=writemap)
     db = raw.open_db(b"mem")
 
-    # Raw loops use py-lmdb's cheapest form (explicit begin/commit, no context manager),
-    # as Memory itself does, so the ratio measures Memory's own work.
+    # Raw loops use py-lmdb's cheapest form (explicit begin/commit, no context manager,
+    # positional arguments), as Memory itself does, so the ratio measures Memory's own work.
     def raw_put(n: int) -> None:
         for i in range(n):
-            txn = raw.begin(write=True, db=db)
+            txn = raw.begin(db, None, True)
             txn.put(keys[i].encode(), raw_value)
             txn.commit()
 
     def raw_get(n: int) -> None:
         for i in range(n):
-            raw.begin(db=db).get(keys[i].encode())
+            raw.begin(db).get(keys[i].encode())
 
     # The same job Memory does: store Python objects, so encode/decode them.
     def raw_put_obj(n: int) -> None:
         for i in range(n):
-            txn = raw.begin(write=True, db=db)
+            txn = raw.begin(db, None, True)
             txn.put(keys[i].encode(), msgpack.packb(value))
             txn.commit()
 
     def raw_get_obj(n: int) -> None:
         for i in range(n):
-            msgpack.unpackb(raw.begin(db=db).get(keys[i].encode()))
+            msgpack.unpackb(raw.begin(db).get(keys[i].encode()))
 
     feed = raw.open_db(b"feed")
     feed_key, feed_head = struct.Struct(">Q"), struct.Struct(">Bd")
@@ -71,10 +76,10 @@ def bench_memory(tmp: str, ops: int, sync: bool, writemap: bool) -> dict[str, fl
     # What Memory.put writes: the value and a change-feed record, in one transaction.
     def raw_put_feed(n: int) -> None:
         for i in range(n):
-            txn = raw.begin(write=True, db=db)
+            txn = raw.begin(db, None, True)
             key = keys[i].encode()
             txn.put(key, msgpack.packb(value))
-            txn.put(feed_key.pack(txn.id() << 16), feed_head.pack(1, time.time()) + key, db=feed, append=True)
+            txn.put(feed_key.pack(txn.id() << 16), feed_head.pack(1, time.time()) + key, True, True, True, feed)
             txn.commit()
 
     mem = Memory(os.path.join(tmp, f"mem{sync}{writemap}"), map_size=1 << 30, sync=sync)
@@ -109,14 +114,24 @@ def load_bus_bench():
     return module
 
 
+def median_rounds(rounds: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(r[key] for r in rounds) for key in rounds[0]}
+
+
+def ratio(rounds: list[dict[str, float]], ours: str, raw: str) -> float:
+    """Median over rounds of ours/raw, in percent."""
+    return statistics.median(r[ours] / r[raw] for r in rounds) * 100
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--ops", type=int, default=20000)
     ap.add_argument("--tasks", type=int, default=20000)
     ap.add_argument("--agents", type=int, default=2)
+    ap.add_argument("--repeat", type=int, default=5)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="orchflow-store-bench-") as tmp:
-        print(f"store benchmark: {args.ops} ops each, one transaction per op\n")
+        print(f"store benchmark: {args.ops} ops each, one transaction per op, medians of {args.repeat} rounds\n")
         print("raw bytes = py-lmdb storing pre-encoded bytes; raw+msgpack = py-lmdb storing the same")
         print("Python objects Memory stores (encode on put, decode on get); ratio = Memory / raw.")
         print("get reads the keys just put: Memory remembers keys it has validated (64k per namespace);")
@@ -124,34 +139,46 @@ def main() -> None:
         print("Memory opens LMDB with writemap=True; raw is measured with py-lmdb's defaults and with")
         print("writemap=True (the same flags as Memory).\n")
         for writemap in (False, True):
-            fast = bench_memory(tmp, args.ops, sync=False, writemap=writemap)
-            durable = bench_memory(tmp, max(500, args.ops // 10), sync=True, writemap=writemap)
+            fast_rounds, durable_rounds = [], []
+            for i in range(args.repeat):
+                round_dir = os.path.join(tmp, f"r{writemap}{i}")
+                os.makedirs(round_dir)
+                fast_rounds.append(bench_memory(round_dir, args.ops, sync=False, writemap=writemap))
+                durable_rounds.append(bench_memory(round_dir, max(500, args.ops // 10), sync=True,
+                                                   writemap=writemap))
+            fast, durable = median_rounds(fast_rounds), median_rounds(durable_rounds)
             print(f"raw py-lmdb with {'writemap=True (same flags as Memory)' if writemap else 'default flags'}:")
             print(f"  {'operation':28} {'raw bytes/s':>12} {'raw+msgpack/s':>14} {'Memory/s':>10} "
                   f"{'vs bytes':>9} {'vs +msgpack':>12}")
-            rows = [("get", fast, "get"), ("get, keys new to Memory", fast, "get_cold"),
-                    ("put (no fsync)", fast, "put"),
-                    ("durable put (fsync/commit)", durable, "put")]
-            for name, r, op in rows:
+            rows = [("get", fast_rounds, "get"), ("get, keys new to Memory", fast_rounds, "get_cold"),
+                    ("put (no fsync)", fast_rounds, "put"),
+                    ("durable put (fsync/commit)", durable_rounds, "put")]
+            for name, rounds, op in rows:
                 base = op.split("_")[0]
-                raw_b, raw_o, ours = r[f"raw_{base}"], r[f"raw_{base}_obj"], r[f"mem_{op}"]
-                print(f"  {name:28} {raw_b:12.0f} {raw_o:14.0f} {ours:10.0f} {ours / raw_b * 100:8.0f}% "
-                      f"{ours / raw_o * 100:11.0f}%")
-            same = fast["raw_put_feed"]
-            print(f"  put against raw doing the same two writes (value + change-feed record): raw {same:.0f}/s, "
-                  f"Memory {fast['mem_put'] / same * 100:.0f}%")
+                r = fast if rounds is fast_rounds else durable
+                print(f"  {name:28} {r[f'raw_{base}']:12.0f} {r[f'raw_{base}_obj']:14.0f} {r[f'mem_{op}']:10.0f} "
+                      f"{ratio(rounds, f'mem_{op}', f'raw_{base}'):8.0f}% "
+                      f"{ratio(rounds, f'mem_{op}', f'raw_{base}_obj'):11.0f}%")
+            print(f"  put against raw doing the same two writes (value + change-feed record): "
+                  f"raw {fast['raw_put_feed']:.0f}/s, Memory {ratio(fast_rounds, 'mem_put', 'raw_put_feed'):.0f}%")
             print()
 
         bus_bench = load_bus_bench()
-        print(f"\nbus throughput, {args.tasks} no-op tasks, {args.agents} agents:")
+        print(f"\nbus throughput, {args.tasks} no-op tasks, {args.agents} agents, "
+              f"medians of {args.repeat} rounds (journal off, then on, in each):")
         print(f"{'journal':28} {'submit()/s':>12} {'submit_many/s':>14}")
-        results = {}
-        for label, journal in (("off (in memory)", False), ("LMDB, fsync per group", True)):
-            r = bus_bench.orchflow_throughput(tmp, args.agents, args.tasks, journal)
-            results[journal] = r
-            print(f"{label:28} {r['single']:12.0f} {r['batched']:14.0f}")
-        print(f"{'durable / non-durable':28} {results[True]['single'] / results[False]['single'] * 100:11.0f}% "
-              f"{results[True]['batched'] / results[False]['batched'] * 100:13.0f}%")
+        rounds = []
+        for i in range(args.repeat):
+            off = bus_bench.orchflow_throughput(tmp, args.agents, args.tasks, False, tag=str(i))
+            on = bus_bench.orchflow_throughput(tmp, args.agents, args.tasks, True, tag=str(i))
+            rounds.append({"off_single": off["single"], "off_batched": off["batched"],
+                           "on_single": on["single"], "on_batched": on["batched"]})
+        m = median_rounds(rounds)
+        print(f"{'off (in memory)':28} {m['off_single']:12.0f} {m['off_batched']:14.0f}")
+        print(f"{'LMDB, fsync per group':28} {m['on_single']:12.0f} {m['on_batched']:14.0f}")
+        print(f"{'durable / non-durable':28} {ratio(rounds, 'on_single', 'off_single'):11.0f}% "
+              f"{ratio(rounds, 'on_batched', 'off_batched'):13.0f}%")
+        print("per round, submit():", " ".join(f"{r['on_single'] / r['off_single'] * 100:.0f}%" for r in rounds))
 
 
 if __name__ == "__main__":

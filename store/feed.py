@@ -38,8 +38,8 @@ def log(txn: lmdb.Transaction, db: Any, full: bytes, op: int, index: int = 0, ts
     txn_id = txn.id()
     seq = _U64.pack((txn_id << 16) | index)
     entry = _HEAD.pack(op, time.time() if ts is None else ts) + full
-    if not txn.put(seq, entry, db=db, append=True):  # seqs only grow: append is the
-        txn.put(seq, entry, db=db)                  # fast path, never a wrong one
+    if not txn.put(seq, entry, True, True, True, db):  # append=True: seqs only grow, so it
+        txn.put(seq, entry, db=db)                    # is the fast path, never a wrong one
     if txn_id % 1000 == 0 and index == 0:  # trim now and then, not on every write
         trim(txn, db)
 
