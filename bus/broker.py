@@ -290,7 +290,7 @@ class Broker:
             task = Task.from_spec(spec, task_id, now)
             task.watchers.append(identity)
             self.counters.submitted += 1
-            self.journal.write(task.to_record())
+            self.journal.write(task)
             self._enqueue(task)
             if spec.ack:  # ack=false: the caller waits for the RESULT, which follows the same commit
                 acks.append(task_id)
@@ -512,7 +512,7 @@ class Broker:
         task.state = State.QUEUED
         task.agent = None
         task.error = reason
-        self.journal.write(task.to_record())
+        self.journal.write(task)
         self._enqueue(task, front=True)
         self._publish("task.retried", task, reason=reason)
 
@@ -535,7 +535,7 @@ class Broker:
             for old in list(itertools.islice(self.recent, 10_000)):
                 del self.recent[old]
         setattr(self.counters, state, getattr(self.counters, state) + 1)
-        self.journal.write(task.to_record())
+        self.journal.write(task)
         outcome = task.outcome()
         for watcher in task.watchers:
             self._results.setdefault(watcher, []).append(outcome)
@@ -602,7 +602,7 @@ class Broker:
         self._trained_at_outcomes = self.outcomes.recorded
         task = Task(f"{self._id_prefix}-retrain-{next(self._id_counter)}", "neural.train_router",
                     {"epochs": 200, "max_records": 5000}, "orchflow", 3, None, 1, time.time())
-        self.journal.write(task.to_record())
+        self.journal.write(task)
         self._enqueue(task)
         self._publish("task.queued", task, reason="periodic routing-model retraining")
 

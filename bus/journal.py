@@ -14,12 +14,13 @@ from abc import ABC, abstractmethod
 from typing import Any, Iterable
 
 from .protocol import State
+from .task import Task
 
 
 class Journal(ABC):
     @abstractmethod
-    def write(self, record: dict[str, Any]) -> None:
-        """Stage the current state of a task (keyed by ``record['id']``)."""
+    def write(self, task: Task) -> None:
+        """Stage the task's current state (a snapshot: later changes need another write)."""
 
     @abstractmethod
     def commit(self) -> None:
@@ -48,8 +49,8 @@ class MemoryJournal(Journal):
         self._records: dict[str, dict[str, Any]] = {}
         self._staged: list[dict[str, Any]] = []
 
-    def write(self, record: dict[str, Any]) -> None:
-        self._staged.append(record)
+    def write(self, task: Task) -> None:
+        self._staged.append(task.to_record())
 
     def commit(self) -> None:
         for rec in self._staged:

@@ -8,6 +8,10 @@ from .protocol import State, TaskSpec
 
 _FIELDS = ("id", "kind", "payload", "project", "priority", "deadline", "max_retries",
            "attempts", "state", "result", "error", "submitted", "finished", "parents")
+#: The journal's row layout: ``[ROW_FORMAT, *values of _FIELDS]``.  Bump it (and teach
+#: :func:`record_from_row` the old layout) whenever _FIELDS changes.
+ROW_FORMAT = 1
+ROW_STATE, ROW_FINISHED = 1 + _FIELDS.index("state"), 1 + _FIELDS.index("finished")
 
 
 class Task:
@@ -45,7 +49,20 @@ class Task:
                    spec.deadline, spec.max_retries, now)
 
     def to_record(self) -> dict[str, Any]:
-        return {f: getattr(self, f) for f in _FIELDS}
+        # Spelled out, not {f: getattr(self, f) for f in _FIELDS}: twice as fast, and it
+        # runs for every accepted task and every final state (test_task checks it
+        # against _FIELDS).
+        return {"id": self.id, "kind": self.kind, "payload": self.payload, "project": self.project,
+                "priority": self.priority, "deadline": self.deadline, "max_retries": self.max_retries,
+                "attempts": self.attempts, "state": self.state, "result": self.result, "error": self.error,
+                "submitted": self.submitted, "finished": self.finished, "parents": self.parents}
+
+    def to_row(self) -> tuple[Any, ...]:
+        """The record as the journal stores it: positional, so msgpack packs half the
+        bytes in half the time of the dict (tests check it against _FIELDS)."""
+        return (ROW_FORMAT, self.id, self.kind, self.payload, self.project, self.priority, self.deadline,
+                self.max_retries, self.attempts, self.state, self.result, self.error, self.submitted,
+                self.finished, self.parents)
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> "Task":
@@ -80,3 +97,10 @@ class Task:
 
 def outcome_of_record(rec: dict[str, Any]) -> dict[str, Any]:
     return Task.from_record(rec).outcome()
+
+
+def record_from_row(row: Any) -> dict[str, Any]:
+    """The record dict of a journal row; ValueError if it is not one."""
+    if not isinstance(row, (list, tuple)) or len(row) != len(_FIELDS) + 1 or row[0] != ROW_FORMAT:
+        raise ValueError("not a task row of a known format")
+    return dict(zip(_FIELDS, row[1:]))

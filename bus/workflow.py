@@ -91,7 +91,7 @@ class WorkflowEngine:
 
     def _save(self, wf: Workflow) -> None:
         wf.record.payload = wf.snapshot()
-        self.broker.journal.write(wf.record.to_record())
+        self.broker.journal.write(wf.record)
 
     def _step_event(self, wf: Workflow, name: str, state: str, **extra: Any) -> None:
         self.broker.events.publish("workflow.step", {"id": wf.record.id, "step": name, "state": state, **extra})
@@ -140,7 +140,7 @@ class WorkflowEngine:
         wf.state[name] = ACTIVE
         wf.task_of[name] = task_id
         self.step_of[task_id] = (wf, name)
-        self.broker.journal.write(task.to_record())
+        self.broker.journal.write(task)
         self.broker._enqueue(task)
         self.broker._publish("task.queued", task)
         self._step_event(wf, name, "started", task=task_id)

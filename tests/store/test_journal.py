@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import struct
 import time
+
+import msgpack
 
 import pytest
 
 from bus import Client
 from bus.protocol import State
+from bus.task import Task
 from store import TaskJournal
 from store import env as E
 
@@ -20,10 +24,10 @@ def journal(run_dir):
     E.close_env(j.path)
 
 
-def rec(task_id: str, state: str = State.QUEUED, finished: float | None = None) -> dict:
-    return {"id": task_id, "kind": "k", "payload": [1, "x"], "project": "p", "priority": 5, "deadline": None,
-            "max_retries": 3, "attempts": 0, "state": state, "result": None, "error": None,
-            "submitted": time.time(), "finished": finished}
+def rec(task_id: str, state: str = State.QUEUED, finished: float | None = None) -> Task:
+    task = Task(task_id, "k", [1, "x"], "p", 5, None, 3, time.time())
+    task.state, task.finished = state, finished
+    return task
 
 
 def test_group_commit_replay_lookup(journal):
@@ -55,6 +59,30 @@ def test_corrupt_record_is_skipped_and_counted(journal):
         txn.put(b"bad", b"\xc1garbage", db=journal._tasks)
     assert [r["id"] for r in journal.replay()] == ["good"]
     assert journal.corrupt == 1
+
+
+def test_records_and_index_entries_of_the_older_format_are_still_read(journal):
+    """What orchflow wrote before rows: dict records, and one index entry per task."""
+    now = time.time()
+    old = rec("legacy", State.DONE, finished=now - 7200).to_record()
+    with journal.env.begin(write=True) as txn:
+        txn.put(b"legacy", msgpack.packb(old), db=journal._tasks)
+        txn.put(struct.pack(">Q", int(old["finished"] * 1000)) + b"legacy", b"", db=journal._finished)
+    assert journal.lookup("legacy") == old
+    assert [r["id"] for r in journal.replay()] == ["legacy"]
+    journal.write(rec("new", State.DONE, finished=now - 7000))
+    journal.commit()
+    assert journal.compact(now - 3600) == 2
+    assert len(journal) == 0 and journal.corrupt == 0
+
+
+def test_rows_of_an_unknown_format_are_corrupt_not_misread(journal):
+    journal.write(rec("good"))
+    journal.commit()
+    with journal.env.begin(write=True) as txn:
+        txn.put(b"future", msgpack.packb([99, "future", "k"]), db=journal._tasks)
+    assert [r["id"] for r in journal.replay()] == ["good"]
+    assert journal.corrupt == 1 and journal.lookup("future") is None
 
 
 def test_records_survive_reopen(run_dir):
