@@ -69,6 +69,9 @@ class MemoryService:
             agent.add_handler(kind, lambda payload, ctx, _k=kind: self.handle(_k, payload, ctx))
 
 
+FEED_BATCH = 1000  # changes read per feed transaction while draining
+
+
 def publish_changes(memory: Memory, events_in: str, stop: threading.Event, interval: float = 0.1,
                     sweep_every: float = 60.0) -> None:
     """Tail the change feed into ``memory.changed`` events, and sweep expired entries.
@@ -86,11 +89,25 @@ def publish_changes(memory: Memory, events_in: str, stop: threading.Event, inter
             tick += 1
             if tick % ticks_per_sweep == 0:
                 memory.sweep()
-            for change in memory.changes(since):
-                since = change["seq"]
-                pub.send_multipart([b"memory.changed", P.pack(change)])
+            since = publish_pending(memory, pub, since)
     finally:
         pub.close()
+
+
+def publish_pending(memory: Memory, pub: zmq.Socket, since: int) -> int:
+    """Publish every change after ``since``; returns the last seq published.
+
+    Drains the feed, not one batch per tick: a tick's worth of changes may exceed a
+    batch, and a watcher that reads less than is written falls behind until the feed
+    is trimmed past it."""
+    while True:
+        changes = memory.changes(since, limit=FEED_BATCH)
+        for change in changes:
+            pub.send_multipart([b"memory.changed", P.pack(change)])
+        if changes:
+            since = changes[-1]["seq"]
+        if len(changes) < FEED_BATCH:
+            return since
 
 
 def serve_memory(agent: Agent, path: str | None, events_in: str | None) -> threading.Event:

@@ -5,6 +5,11 @@ Record: ``seq`` (8-byte big-endian) -> op (1 byte) + time (8-byte double) +
 ``seq`` is the LMDB write transaction id shifted left 16 bits plus the change's
 index in that transaction: monotonic across processes, and free (no cursor seek).
 
+Namespaces under ``routing:`` are not recorded: they hold the broker's learning data
+(an outcome per finished task, expiring a week later), written at task rate.  Recorded,
+they drowned the ``memory.changed`` events people watch and could outrun the feed's
+window (FEED_KEEP records) before a watcher read them.
+
 The record is written in the transaction that makes the change, so a watcher sees
 every committed change and nothing else.  That is the price of a put: a second
 B-tree write, which measured 0.6-1 µs of a non-durable put's ~3 µs.  Deferring it
@@ -27,6 +32,7 @@ import msgpack
 SEP = b"\x00"
 FEED_KEEP = 100_000          # records kept; older ones are trimmed
 FEED_PER_TXN = 1 << 16       # records one transaction may write (the seq's low 16 bits)
+UNRECORDED = b"routing:"     # namespaces with this prefix are not in the feed (see above)
 OP_PUT, OP_DELETE, OP_EXPIRE = 1, 2, 3
 OP_NAMES = {OP_PUT: "put", OP_DELETE: "delete", OP_EXPIRE: "expire"}
 _U64 = struct.Struct(">Q")
@@ -35,6 +41,8 @@ _HEAD = struct.Struct(">Bd")  # op code, time.time()
 
 def log(txn: lmdb.Transaction, db: Any, full: bytes, op: int, index: int = 0, ts: float | None = None) -> None:
     """Write one record in ``txn``; every 1000th transaction also trims the feed."""
+    if full.startswith(UNRECORDED):
+        return
     txn_id = txn.id()
     seq = _U64.pack((txn_id << 16) | index)
     entry = _HEAD.pack(op, time.time() if ts is None else ts) + full

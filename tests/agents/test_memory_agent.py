@@ -44,3 +44,33 @@ def test_memory_across_projects_with_namespace_rules(memory_swarm):
             assert event is not None, "memory.changed events did not arrive"
             changed.append((event[1]["ns"], event[1]["key"]))
         assert changed == [("project:alpha", "build"), ("shared", "style")]
+
+
+class _Collect:
+    """Stands in for the PUB socket: what publish_pending sends, in order."""
+
+    def __init__(self) -> None:
+        self.sent: list[list[bytes]] = []
+
+    def send_multipart(self, frames: list[bytes]) -> None:
+        self.sent.append(frames)
+
+
+def test_feed_publisher_drains_more_than_one_batch_per_tick(run_dir):
+    from bus import protocol as P
+    from store import Memory
+    from store import env as E
+    from agents.memory_agent import FEED_BATCH, publish_pending
+
+    memory = Memory(os.path.join(run_dir, "feed-memory"))
+    try:
+        since = memory.last_change()
+        memory.put_many("project:a", [(f"k{i}", i) for i in range(FEED_BATCH * 2 + 500)])
+        pub = _Collect()
+        last = publish_pending(memory, pub, since)
+        keys = [P.unpack(frames[1])["key"] for frames in pub.sent]
+        assert keys == [f"k{i}" for i in range(FEED_BATCH * 2 + 500)]
+        assert last == memory.last_change()
+        assert publish_pending(memory, pub, last) == last and len(pub.sent) == FEED_BATCH * 2 + 500
+    finally:
+        E.close_env(memory.path)

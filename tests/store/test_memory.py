@@ -251,3 +251,17 @@ def test_change_feed_reads_entries_of_the_older_msgpack_format(mem):
     feed = mem.changes()
     assert [(c["ns"], c["key"], c["op"]) for c in feed] == [("project:a", "new", "put"), ("project:a", "old", "delete")]
     assert feed[-1]["ts"] == 12.5
+
+
+def test_routing_namespaces_stay_out_of_the_change_feed(mem):
+    """The broker's outcome records (one per finished task) must not flood memory.changed."""
+    mem.put("project:a", "before", 1)
+    before = mem.changes()
+    mem.put("routing:outcomes", "t1", {"ok": True})
+    mem.put_many("routing:outcomes", [(f"t{i}", i) for i in range(2, 50)], ttl=0.05)
+    assert mem.delete("routing:outcomes", "t1") is True
+    time.sleep(0.1)
+    assert mem.sweep() == 48                     # expired outcomes go, unannounced
+    assert mem.changes() == before
+    mem.put("project:a", "after", 2)
+    assert [c["key"] for c in mem.changes(since=before[-1]["seq"])] == ["after"]
