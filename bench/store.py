@@ -42,42 +42,50 @@ def bench_memory(tmp: str, ops: int, sync: bool, writemap: bool) -> dict[str, fl
     value = {"cmd": "make -j8", "cwd": "/src/project", "n": 42}
     raw_value = msgpack.packb(value)
     keys = [f"key{i:08d}" for i in range(ops)]
+    # Raw stores the very bytes Memory stores (namespace, NUL, key), pre-encoded.
+    full_keys = [b"project:bench\x00" + k.encode() for k in keys]
 
-    raw = lmdb.open(os.path.join(tmp, f"raw{sync}{writemap}"), map_size=1 << 30, max_dbs=4, sync=sync,
-                    metasync=sync, writemap=writemap)
-    db = raw.open_db(b"mem")
+    def open_raw(name: str) -> tuple[lmdb.Environment, object, object]:
+        """Each put loop inserts into its own fresh environment, as Memory's does: the
+        same keys written again into one would be cheaper overwrites, not inserts."""
+        env = lmdb.open(os.path.join(tmp, f"{name}{sync}{writemap}"), map_size=1 << 30, max_dbs=4, sync=sync,
+                        metasync=sync, writemap=writemap)
+        return env, env.open_db(b"mem"), env.open_db(b"feed")
+
+    raw_b, db_b, _ = open_raw("raw-bytes")
+    raw_o, db_o, _ = open_raw("raw-obj")
+    raw_f, db_f, feed = open_raw("raw-feed")
 
     # Raw loops use py-lmdb's cheapest form (explicit begin/commit, no context manager,
     # positional arguments), as Memory itself does, so the ratio measures Memory's own work.
     def raw_put(n: int) -> None:
         for i in range(n):
-            txn = raw.begin(db, None, True)
-            txn.put(keys[i].encode(), raw_value)
+            txn = raw_b.begin(db_b, None, True)
+            txn.put(full_keys[i], raw_value)
             txn.commit()
 
     def raw_get(n: int) -> None:
         for i in range(n):
-            raw.begin(db).get(keys[i].encode())
+            raw_b.begin(db_b).get(full_keys[i])
 
     # The same job Memory does: store Python objects, so encode/decode them.
     def raw_put_obj(n: int) -> None:
         for i in range(n):
-            txn = raw.begin(db, None, True)
-            txn.put(keys[i].encode(), msgpack.packb(value))
+            txn = raw_o.begin(db_o, None, True)
+            txn.put(full_keys[i], msgpack.packb(value))
             txn.commit()
 
     def raw_get_obj(n: int) -> None:
         for i in range(n):
-            msgpack.unpackb(raw.begin(db).get(keys[i].encode()))
+            msgpack.unpackb(raw_o.begin(db_o).get(full_keys[i]))
 
-    feed = raw.open_db(b"feed")
     feed_key, feed_head = struct.Struct(">Q"), struct.Struct(">Bd")
 
     # What Memory.put writes: the value and a change-feed record, in one transaction.
     def raw_put_feed(n: int) -> None:
         for i in range(n):
-            txn = raw.begin(db, None, True)
-            key = keys[i].encode()
+            txn = raw_f.begin(db_f, None, True)
+            key = full_keys[i]
             txn.put(key, msgpack.packb(value))
             txn.put(feed_key.pack(txn.id() << 16), feed_head.pack(1, time.time()) + key, True, True, True, feed)
             txn.commit()
@@ -102,7 +110,8 @@ def bench_memory(tmp: str, ops: int, sync: bool, writemap: bool) -> dict[str, fl
            "raw_put_feed": rate(raw_put_feed, ops),
            "raw_get": rate(raw_get, ops), "raw_get_obj": rate(raw_get_obj, ops), "mem_get": rate(mem_get, ops),
            "mem_get_cold": rate(mem_get_cold, ops)}
-    raw.close()
+    for env in (raw_b, raw_o, raw_f):
+        env.close()
     E.close_env(mem.path)
     return out
 
