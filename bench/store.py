@@ -116,6 +116,54 @@ def bench_memory(tmp: str, ops: int, sync: bool, writemap: bool) -> dict[str, fl
     return out
 
 
+def put_breakdown(tmp: str, ops: int, repeat: int) -> None:
+    """Where a non-durable Memory.put's time goes, step by step from raw py-lmdb (same
+    flags as Memory): each step adds one piece of Memory's work, inserting new keys into
+    a fresh environment, medians of ``repeat`` rounds."""
+    value = {"cmd": "make -j8", "cwd": "/src/project", "n": 42}
+    keys = [f"key{i:08d}" for i in range(ops)]
+    feed_key, feed_head = struct.Struct(">Q"), struct.Struct(">Bd")
+
+    def step(name: str, with_key: bool, with_feed: bool, rnd: int) -> float:
+        mem = Memory(os.path.join(tmp, f"bd-{name}-{rnd}"), map_size=1 << 30, sync=False)
+        env, db, feed = mem.env, mem._mem, mem._feed
+        full_keys = [b"project:bench\x00" + k.encode() for k in keys]
+        t = time.perf_counter()
+        for i in range(ops):
+            full = mem._key("project:bench", keys[i]) if with_key else full_keys[i]
+            txn = env.begin(db, None, True)
+            txn.put(full, msgpack.packb(value))
+            if with_feed:
+                txn.put(feed_key.pack(txn.id() << 16), feed_head.pack(1, time.time()) + full, True, True, True, feed)
+            txn.commit()
+        elapsed = time.perf_counter() - t
+        E.close_env(mem.path)
+        return elapsed / ops * 1e6
+
+    def memory_put(rnd: int) -> float:
+        mem = Memory(os.path.join(tmp, f"bd-mem-{rnd}"), map_size=1 << 30, sync=False)
+        t = time.perf_counter()
+        for k in keys:
+            mem.put("project:bench", k, value)
+        elapsed = time.perf_counter() - t
+        E.close_env(mem.path)
+        return elapsed / ops * 1e6
+
+    rows: dict[str, list[float]] = {}
+    for rnd in range(repeat):
+        for label, fn in (("raw py-lmdb: value only, key pre-encoded", lambda r: step("raw", False, False, r)),
+                          ("+ Memory's key handling (validate, namespace, remember)",
+                           lambda r: step("key", True, False, r)),
+                          ("+ the change-feed record, same transaction", lambda r: step("feed", True, True, r)),
+                          ("Memory.put", memory_put)):
+            rows.setdefault(label, []).append(fn(rnd))
+    base = statistics.median(rows["raw py-lmdb: value only, key pre-encoded"])
+    print(f"\nwhere a non-durable put's time goes (new keys, µs per put, medians of {repeat}):")
+    for label, values in rows.items():
+        us = statistics.median(values)
+        print(f"  {label:58} {us:6.2f} µs   raw is {base / us * 100:4.0f}% of this")
+
+
 def load_bus_bench():
     spec = importlib.util.spec_from_file_location("bus_bench", os.path.join(ROOT, "bench", "bus.py"))
     module = importlib.util.module_from_spec(spec)
@@ -171,6 +219,7 @@ def main() -> None:
             print(f"  put against raw doing the same two writes (value + change-feed record): "
                   f"raw {fast['raw_put_feed']:.0f}/s, Memory {ratio(fast_rounds, 'mem_put', 'raw_put_feed'):.0f}%")
             print()
+        put_breakdown(tmp, args.ops, args.repeat)
 
         bus_bench = load_bus_bench()
         print(f"\nbus throughput, {args.tasks} no-op tasks, {args.agents} agents, "
