@@ -259,14 +259,15 @@ class Memory:
             return self.get(namespace, key, default)
         if data is None:
             return default
-        try:  # the common entry is plain msgpack: decode first, ask questions after
-            return _unpackb(data, strict_map_key=False)  # raw=False is the default
+        try:  # the common entry is plain msgpack with string map keys: decode first, ask later
+            return _unpackb(data)  # no keyword arguments: msgpack parses them on every call
         except Exception:
             return self._ttl_or_corrupt(full, data, default)
 
     def _ttl_or_corrupt(self, full: bytes, data: bytes, default: Any) -> Any:
-        """What get returns for an entry plain msgpack could not decode: one with a TTL
-        header (0xC1 never starts msgpack, so it always lands here), or a corrupt one."""
+        """What get returns for an entry the fast decode refused: one with a TTL header
+        (0xC1 never starts msgpack, so it always lands here), a map with non-string
+        keys (refused by msgpack's strict_map_key default), or a corrupt one."""
         if data[:1] == _TTL_PREFIX and not self._live(self._expiry_ms(data), time.time()):
             return default
         return self._value(full, data)  # strips the TTL header; raises CorruptValue naming the key

@@ -265,3 +265,11 @@ def test_routing_namespaces_stay_out_of_the_change_feed(mem):
     assert mem.changes() == before
     mem.put("project:a", "after", 2)
     assert [c["key"] for c in mem.changes(since=before[-1]["seq"])] == ["after"]
+
+
+def test_values_with_non_string_map_keys_round_trip(mem):
+    mem.put("project:a", "ints", {1: "one", 2: [3, {4: 5}]})
+    mem.put("project:a", "ints-ttl", {1: "one"}, ttl=60)
+    assert mem.get("project:a", "ints") == {1: "one", 2: [3, {4: 5}]}
+    assert mem.get("project:a", "ints-ttl") == {1: "one"}
+    assert dict(mem.items("project:a")) == {"ints": {1: "one", 2: [3, {4: 5}]}, "ints-ttl": {1: "one"}}
