@@ -39,13 +39,13 @@ _U64 = struct.Struct(">Q")
 _HEAD = struct.Struct(">Bd")  # op code, time.time()
 
 
-def log(txn: lmdb.Transaction, db: Any, full: bytes, op: int, index: int = 0, ts: float | None = None) -> None:
+def log(txn: lmdb.Transaction, db: Any, full: bytes, op: int, index: int = 0) -> None:
     """Write one record in ``txn``; every 1000th transaction also trims the feed."""
     if full.startswith(UNRECORDED):
         return
     txn_id = txn.id()
     seq = _U64.pack((txn_id << 16) | index)
-    entry = _HEAD.pack(op, time.time() if ts is None else ts) + full
+    entry = _HEAD.pack(op, time.time()) + full
     if not txn.put(seq, entry, True, True, True, db):  # append=True: seqs only grow, so it
         txn.put(seq, entry, db=db)                    # is the fast path, never a wrong one
     if txn_id % 1000 == 0 and index == 0:  # trim now and then, not on every write

@@ -11,9 +11,9 @@ transaction, one fsync, for however many tasks arrived (group commit).
   ids that finished in that ms, one entry per ms per commit rather than one per task:
   what compaction walks.  (Older entries: ``finished_ms + id`` -> ``b""``.)
 
-Measured on the broker's hot path, the rows and the per-ms index entries took the
-journal's cost per task from ~6 to ~3 µs (``python bench/store.py``, durable vs
-in-memory journal).
+Rows, per-ms index entries and ``putmulti`` took a record's cost from 3.1 to 1.0 µs
+(4.7-5.7 to 2.1-2.3 µs with fsync) in 500-record commits; ``python bench/store.py``
+shows the effect on the broker as durable vs in-memory journal throughput.
 """
 
 from __future__ import annotations

@@ -115,23 +115,15 @@ class Memory:
             return self._validate(namespace, key)  # raises InvalidKey
         if full is not None:
             return full
-        # A miss (every put of a new key takes it): the common case checked inline.
-        prefix = self._prefixes.get(namespace)
-        if prefix is None or type(key) is not str or not key or "\x00" in key:
-            full = self._validate(namespace, key)  # raises, or handles a new namespace / str subclass
-            if type(key) is not str:
-                return full  # a subclass's hash may differ: never remembered
-        else:
-            full = prefix + key.encode()
-            if len(full) > MAX_KEY_BYTES:
-                raise InvalidKey(f"namespace+key is {len(full)} bytes; the limit is {MAX_KEY_BYTES}")
-        if ns_keys is None:
-            if type(namespace) is not str or len(self._full_keys) >= FULL_KEY_NAMESPACES:
-                return full
-            ns_keys = self._full_keys[namespace] = {}
-        elif len(ns_keys) >= FULL_KEY_CACHE:
-            ns_keys.clear()
-        ns_keys[key] = full
+        full = self._validate(namespace, key)
+        if type(key) is str:  # not a subclass: its hash may differ
+            if ns_keys is None:
+                if type(namespace) is not str or len(self._full_keys) >= FULL_KEY_NAMESPACES:
+                    return full
+                ns_keys = self._full_keys[namespace] = {}
+            elif len(ns_keys) >= FULL_KEY_CACHE:
+                ns_keys.clear()
+            ns_keys[key] = full
         return full
 
     def _validate(self, namespace: str, key: str) -> bytes:
