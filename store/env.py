@@ -109,8 +109,9 @@ def read(env: lmdb.Environment, fn: Callable[[lmdb.Transaction], T]) -> T:
 def pop_due(txn: lmdb.Transaction, index: Any, before_ms: int, limit: int | None = None) -> Iterator[bytes]:
     """Remove and yield entries of a time index (``8-byte big-endian ms + suffix``) due before ``before_ms``.
 
-    Yields each entry's suffix (the key it indexes).  The one walk behind both TTL
-    sweeps and journal compaction; ``limit`` caps how many one transaction takes.
+    Yields each entry's suffix (the key it indexes): the walk behind the TTL sweep
+    (journal compaction reads per-ms entries with id lists instead); ``limit`` caps
+    how many one transaction takes.
     """
     cur = txn.cursor(db=index)
     if not cur.first():

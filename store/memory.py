@@ -31,7 +31,7 @@ from . import env as E
 from . import feed as F
 from .errors import CorruptValue, InvalidKey, NotSerializable, StoreError, ValueTooLarge
 
-SEP = b"\x00"
+SEP = F.SEP  # namespace \0 key: one definition, shared with the feed that decodes it
 MAX_KEY_BYTES = 480          # LMDB's key limit is 511; leave room for the expiry prefix
 DEFAULT_MAX_VALUE = 64 * 1024 * 1024
 FEED_PER_TXN = F.FEED_PER_TXN
