@@ -21,13 +21,26 @@ class InvalidKey(StoreError):
     """Empty, too long, or containing NUL (the namespace separator)."""
 
 
-class CorruptValue(StoreError):
-    """A stored value failed to decode: reported, never silently dropped or crashed on."""
+class InvalidArgument(StoreError, ValueError):
+    """A TTL, delta or other argument that is out of range or of the wrong type."""
 
 
 class CorruptStore(StoreError):
-    """The directory is not a readable LMDB environment."""
+    """The store is damaged: not a readable LMDB environment, or an entry that fails its checksum."""
+
+
+class CorruptValue(CorruptStore):
+    """One stored value is damaged (bad checksum, or does not decode): reported with its
+    key, never returned as a wrong value."""
+
+    def __init__(self, message: str, key: bytes | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class Forbidden(StoreError):
     """A project tried to write a namespace that is not its own."""
+
+
+class JournalLocked(StoreError):
+    """Another broker holds this journal: one broker per journal, or tasks run twice."""

@@ -89,10 +89,11 @@ def test_records_survive_reopen(run_dir):
     path = os.path.join(run_dir, "j2")
     j = TaskJournal(path)
     j.write(rec("persisted"))
-    j.commit()
+    j.close()  # releases the journal's one-broker lock
     E.close_env(path)
     j = TaskJournal(path)
     assert [r["id"] for r in j.replay()] == ["persisted"]
+    j.close()
     E.close_env(path)
 
 
