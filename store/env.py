@@ -164,19 +164,7 @@ class SharedEnv:
 
     def db(self, name: bytes) -> Any:
         """A named database, created if absent (a write transaction, so it may need a remap)."""
-        while True:
-            self.gate.enter()
-            try:
-                return self.env.open_db(name)
-            except lmdb.MapFullError:
-                grow = True
-            except lmdb.MapResizedError:
-                grow = False
-            except lmdb.Error as exc:
-                raise translate(exc, self.path) from None
-            finally:
-                self.gate.leave()
-            self.remap(grow)
+        return self.write(lambda txn: self.env.open_db(name, txn=txn))
 
     def write(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(txn, *args)`` in a write transaction, remapping as often as needed.
