@@ -194,7 +194,8 @@ class Agent:
         return sock
 
     def _ready_body(self, capacity: int) -> dict[str, Any]:
-        return {"name": self.name, "kinds": self.kinds, "capacity": capacity, "running": list(self._running)}
+        return {"name": self.name, "kinds": self.kinds, "capacity": capacity, "running": list(self._running),
+                "max_body": P.MAX_BODY}
 
     def _send(self, sock: zmq.Socket, command: Command, body: Any = None) -> None:
         try:
@@ -230,7 +231,8 @@ class Agent:
             self._flush(sock)
             now = time.monotonic()
             if now - self._last_sent >= interval:
-                self._send(sock, Command.HEARTBEAT)
+                # What we run is our lease: the broker requeues what we were sent and do not list.
+                self._send(sock, Command.HEARTBEAT, {"running": list(self._running)})
             if now - last_heard > interval * self.heartbeat_liveness:
                 log.warning("%s: broker silent for %.1fs, reconnecting", self.name, now - last_heard)
                 poller.unregister(sock)
@@ -356,7 +358,7 @@ class Agent:
             push.connect(self._outbox_addr)
         try:
             push.send(P.pack([what, task_id, data]))
-        except TypeError:  # result not msgpack-able: report that instead of dying silently
+        except (TypeError, ValueError):  # result not msgpack-able: report that instead of dying silently
             push.send(P.pack(["failed", task_id, {"id": task_id, "error": f"result of type {type(data).__name__} is not serializable"}]))
 
     def _report_inline(self, what: str, task_id: str, data: Any) -> None:
@@ -394,21 +396,45 @@ class Agent:
             self._futures.pop(task_id, None)
             self._failed.append({"id": task_id, "error": "cancelled"})
 
+    def _packable(self, done: list[dict]) -> list[bytes]:
+        """DONE bodies for the entries that pack; the others fail (not serializable,
+        or nested past msgpack's limit)."""
+        bodies = []
+        for entry in done:
+            try:
+                packed = P.pack([entry])
+            except (TypeError, ValueError) as exc:
+                self._failed.append({"id": entry["id"], "error": f"result is not serializable: {exc}"})
+                continue
+            if len(packed) > P.MAX_BODY:
+                self._failed.append({"id": entry["id"], "error": f"too-large: result of {len(packed)} bytes "
+                                                                 f"exceeds the {P.MAX_BODY}-byte message limit"})
+            else:
+                bodies.append(packed)
+        return bodies
+
+    def _send_packed(self, sock: zmq.Socket, command: Command, body: bytes) -> None:
+        try:
+            P.send(sock, [P.AGENT, P.command_byte(command), body])
+        except zmq.Again:
+            log.warning("%s: broker not keeping up, dropped %s", self.name, command.name)
+        self._last_sent = time.monotonic()
+
     def _flush(self, sock: zmq.Socket) -> None:
         if self._progress:
             self._send(sock, Command.PROGRESS, self._progress)
             self._progress = []
         if self._done:
+            done, self._done = self._done, []
             try:
-                self._send(sock, Command.DONE, self._done)
-            except TypeError:
-                for entry in self._done:  # find the one that cannot be packed
-                    try:
-                        P.pack(entry)
-                        self._send(sock, Command.DONE, [entry])
-                    except TypeError:
-                        self._failed.append({"id": entry["id"], "error": "result is not serializable"})
-            self._done = []
+                bodies, oversize = P.batches_under(done, P.MAX_BODY)
+            except (TypeError, ValueError):
+                bodies, oversize = self._packable(done), []
+            for body in bodies:
+                self._send_packed(sock, Command.DONE, body)
+            for entry, size in oversize:  # a result no client could receive fails, with the reason
+                self._failed.append({"id": entry["id"], "error": f"too-large: result of {size} bytes exceeds "
+                                                                 f"the {P.MAX_BODY}-byte message limit"})
         if self._failed:
             self._send(sock, Command.FAILED, self._failed)
             self._failed = []

@@ -32,7 +32,7 @@ from .outcomes import OutcomeRecorder
 from .protocol import Command, State
 from .queue import KindQueue
 from .routing import LeastLoaded, Router
-from .task import Task, outcome_of_record
+from .task import Task, outcome_of_record, restored_task
 from .workflow import WORKFLOW_KIND, WorkflowEngine
 
 log = logging.getLogger("orchflow.broker")
@@ -70,11 +70,13 @@ class AgentRecord:
     name: str
     kinds: list[str]
     capacity: int
-    inflight: set[str] = field(default_factory=set)
+    inflight: dict[str, float] = field(default_factory=dict)  # task id -> when it was dispatched
     expires: float = 0.0
     last_sent: float = 0.0
     joined: float = 0.0
     completed: int = 0
+    max_body: int = P.MAX_BODY      # the largest TASK body it takes (READY ``max_body``, 1.1)
+    reports_running: bool = False   # its HEARTBEATs list what it runs: the dispatch lease (1.1)
 
     @property
     def free(self) -> int:
@@ -96,6 +98,10 @@ class Counters:
     malformed_backend: int = 0
     late_results: int = 0
     workflows: int = 0
+    quarantined: int = 0      # journal records replay could not restore (kept, see journal.quarantined())
+    router_errors: int = 0    # routing-model failures answered by least-loaded
+    oversize: int = 0         # tasks failed because an assignment or a result exceeded a limit
+    lease_expired: int = 0    # in-flight tasks requeued because their agent no longer listed them
 
 
 class Broker:
@@ -130,6 +136,8 @@ class Broker:
         self._dispatched: dict[str, tuple[float, str]] = {}  # task id -> (dispatch time, agent name)
         self._trained_at_outcomes = 0
         self._next_retrain = time.monotonic() + config.retrain_interval
+        self._fallback_router = LeastLoaded()
+        self._told_to_register: dict[bytes, float] = {}  # identity -> when we last sent it DISCONNECT
 
     # ------------------------------------------------------------------ setup
 
@@ -158,13 +166,22 @@ class Broker:
         return sock
 
     def _replay(self) -> None:
-        """Rebuild queues from the journal: unfinished tasks run again (at-least-once)."""
+        """Rebuild queues from the journal: unfinished tasks run again (at-least-once).
+
+        A record that cannot be restored is quarantined (kept aside in the journal,
+        counted in status) and the rest replays: one bad row must not keep the swarm
+        down, which is what a crash here would do on every restart."""
         requeued = 0
         workflows = []
+        self.final_ids: set[str] = set()
         for rec in self.journal.replay():
-            if rec.get("state") in State.FINAL:
+            try:
+                task = restored_task(rec)
+            except Exception as exc:  # noqa: BLE001 - any malformed row: set it aside
+                self._quarantine(rec, f"{type(exc).__name__}: {exc}")
                 continue
-            task = Task.from_record(rec)
+            if task.state in State.FINAL:
+                continue
             if task.kind == WORKFLOW_KIND:
                 workflows.append(task)  # after their steps' tasks are back
                 continue
@@ -172,10 +189,22 @@ class Broker:
             self._enqueue(task)
             requeued += 1
         for record in workflows:
-            self.workflow_engine.restore(record)
+            try:
+                self.workflow_engine.restore(record)
+            except Exception as exc:  # noqa: BLE001
+                self.workflow_engine.forget(record.id)
+                self.tasks.pop(record.id, None)
+                self._quarantine(record.to_record(), f"workflow not restorable: {type(exc).__name__}: {exc}")
+        self.counters.quarantined = len(self.journal.quarantined())
         self.journal.commit()
         if requeued or workflows:
             log.info("replayed %d unfinished tasks and %d workflows from the journal", requeued, len(workflows))
+
+    def _quarantine(self, rec: Any, reason: str) -> None:
+        task_id = rec.get("id") if isinstance(rec, dict) else None
+        log.error("journal record %r quarantined: %s", task_id, reason)
+        if isinstance(task_id, str):
+            self.journal.quarantine(task_id, reason)
 
     # ------------------------------------------------------------------ loop
 
@@ -270,14 +299,16 @@ class Broker:
             self._errors.append((self.frontend, identity, P.error_body(exc.code, exc.message, ids)))
 
     def _on_submit(self, identity: bytes, body: Any) -> None:
-        if not isinstance(body, list):
-            raise ProtocolError("bad-body", "SUBMIT body must be a list of tasks")
+        if not isinstance(body, list) or not 0 < len(body) <= P.MAX_BATCH:
+            raise ProtocolError("bad-body", f"SUBMIT body must be a list of 1..{P.MAX_BATCH} tasks")
         specs = [P.parse_submission(e) for e in body]  # all-or-nothing: validate first
         now = time.time()
         acks = self._acks.setdefault(identity, [])
         for spec in specs:
             task_id = spec.id or f"{self._id_prefix}-{next(self._id_counter)}"
             existing = self.tasks.get(task_id) or self.recent.get(task_id)
+            if existing is None and spec.id is not None:
+                existing = self._journaled_final(task_id)
             if existing is not None:  # idempotent resubmission after a lost ack
                 self.counters.duplicates += 1
                 if identity not in existing.watchers:
@@ -296,10 +327,25 @@ class Broker:
                 acks.append(task_id)
             self._publish("task.queued", task)
 
+    def _journaled_final(self, task_id: str) -> Task | None:
+        """A task that finished before a restart (or left ``recent``): a resubmitted
+        client-made id is answered from its record, never run twice (PROTOCOL 4.1)."""
+        rec = self.journal.lookup(task_id)
+        if rec is None or rec.get("state") not in State.FINAL:
+            return None
+        try:
+            task = restored_task(rec)
+        except Exception:  # noqa: BLE001 - a bad row is not a reason to run the id again
+            return None
+        self.recent[task_id] = task
+        return task
+
     def _on_workflow(self, identity: bytes, body: Any) -> None:
         spec = P.parse_workflow(body)
         wf_id = spec.id or f"wf-{self._id_prefix}-{next(self._id_counter)}"
         existing = self.tasks.get(wf_id) or self.recent.get(wf_id)
+        if existing is None and spec.id is not None:
+            existing = self._journaled_final(wf_id)
         if existing is not None:  # idempotent resubmission
             self.counters.duplicates += 1
             if identity not in existing.watchers:
@@ -372,6 +418,7 @@ class Broker:
             "live": len(self.tasks),
             "counters": vars(self.counters).copy(),
             "events_dropped": self.events.dropped,
+            "quarantined": self.counters.quarantined,
             "workflows": {wid: wf.public() for wid, wf in self.workflow_engine.workflows.items()},
         }
         if ids:
@@ -384,7 +431,7 @@ class Broker:
                 else:
                     states[task_id] = task.state
                 if task is not None and task.kind == WORKFLOW_KIND and task_id not in body["workflows"]:
-                    payload = task.payload or {}
+                    payload = task.payload if isinstance(task.payload, dict) else {}
                     body["workflows"][task_id] = {"state": task.state, "strategy": payload.get("strategy"),
                                                   "steps": payload.get("state", {})}
             body["tasks"] = states
@@ -397,14 +444,16 @@ class Broker:
 
     def _on_agent(self, frames: list[bytes]) -> None:
         identity = frames[0]
-        try:
-            command, body = P.parse(frames[1:], P.AGENT, P.AGENT_COMMANDS, self.config.max_body)
-        except ProtocolError as exc:
-            self.counters.malformed_backend += 1
-            self._errors.append((self.backend, identity, P.error_body(exc.code, exc.message)))
-            return
         agent = self.agents.get(identity)
+        if agent is not None:  # any message, even a malformed one, is a sign of life (5.2)
+            agent.expires = time.monotonic() + self.config.heartbeat_interval * self.config.heartbeat_liveness
+        command = None
         try:
+            # Results may be bigger than what we accept from clients: a DONE over the
+            # limit is read, and the oversize results fail their tasks (never wedge them).
+            command, body = P.parse(frames[1:], P.AGENT, P.AGENT_COMMANDS, P.MAX_FRAME)
+            if len(frames[-1]) > self.config.max_body and command not in (Command.DONE, Command.FAILED):
+                raise P.PayloadTooLarge(len(frames[-1]), self.config.max_body)
             if command is Command.READY:
                 self._on_ready(identity, body)
                 return
@@ -412,38 +461,98 @@ class Broker:
                 if agent is not None:
                     self._lose_agent(agent, "agent disconnected")
                 return
+            if agent is None:
+                self._tell_to_register(identity)
             if command is Command.DONE:
-                self._on_done(agent, P.parse_outcomes(body, "DONE"))
+                entries = P.parse_outcomes(body, "DONE")
+                if len(frames[-1]) > self.config.max_body:
+                    entries = self._fail_oversize_results(entries)
+                self._on_done(agent, entries)
             elif command is Command.FAILED:
                 self._on_failed(agent, P.parse_outcomes(body, "FAILED"))
             elif command is Command.PROGRESS:
                 self._on_progress(agent, P.parse_outcomes(body, "PROGRESS"))
+            elif command is Command.HEARTBEAT:
+                running = P.parse_heartbeat(body)
+                if running is not None and agent is not None:
+                    self._renew_lease(agent, running)
         except ProtocolError as exc:
             self.counters.malformed_backend += 1
             self._errors.append((self.backend, identity, P.error_body(exc.code, exc.message)))
-        if agent is None:
-            # Unknown (e.g. we restarted): make it register again, like MDP does.
+            if agent is None and command not in (None, Command.READY):
+                self._tell_to_register(identity)
+
+    def _tell_to_register(self, identity: bytes) -> None:
+        """DISCONNECT an unknown agent (we restarted), like MDP does: at most once per
+        heartbeat interval, so a backlog of its messages draws one, not one each."""
+        now_m = time.monotonic()
+        if now_m - self._told_to_register.get(identity, -1e9) >= self.config.heartbeat_interval:
+            self._told_to_register[identity] = now_m
             self._send(self.backend, identity, P.agent_message(Command.DISCONNECT))
-        else:
-            agent.expires = time.monotonic() + self.config.heartbeat_interval * self.config.heartbeat_liveness
+
+    def _fail_oversize_results(self, entries: list[dict]) -> list[dict]:
+        """Keep the results a client can receive; the rest become FAILED with the reason."""
+        limit = self.config.max_body
+        kept = []
+        for entry in entries:
+            size = len(P.pack(entry.get("result")))
+            if size + 1024 > limit:
+                self.counters.oversize += 1
+                self._settle_failure(entry["id"], f"too-large: result of {size} bytes exceeds the "
+                                                  f"{limit}-byte limit on one message")
+            else:
+                kept.append(entry)
+        return kept
+
+    def _settle_failure(self, task_id: str, error: str) -> None:
+        task = self.tasks.get(task_id)
+        if task is not None:
+            agent = self.agents.get(task.agent) if task.agent is not None else None
+            self._settle(agent, task_id, State.FAILED, None, error, False)
+
+    def _renew_lease(self, agent: AgentRecord, running: list[str]) -> None:
+        """An agent's HEARTBEAT lists what it runs; a task we dispatched to it more than
+        a grace period ago that it does not list was lost on the way (dropped TASK,
+        crashed worker) and runs again.  This is the lease: nothing stays in flight
+        forever while its agent is alive."""
+        agent.reports_running = True
+        grace = self.config.heartbeat_interval * self.config.heartbeat_liveness
+        cutoff = time.monotonic() - grace
+        held = set(running)
+        for task_id, sent in list(agent.inflight.items()):
+            if task_id not in held and sent < cutoff:
+                agent.inflight.pop(task_id, None)
+                self._dirty.update(agent.kinds)
+                task = self.tasks.get(task_id)
+                if task is None or task.agent != agent.identity:
+                    continue
+                self.counters.lease_expired += 1
+                self._dispatched.pop(task_id, None)
+                if task.attempts <= task.max_retries:
+                    self._requeue(task, f"{agent.name} no longer holds it")
+                else:
+                    self._finish(task, State.FAILED, error=f"{agent.name} no longer holds it; retries exhausted")
 
     def _on_ready(self, identity: bytes, body: Any) -> None:
         name, kinds, capacity = P.parse_ready(body)
-        running = body.get("running", []) if isinstance(body.get("running", []), list) else []
+        running = P.parse_running(body) or []
+        max_body = P.parse_max_body(body)
         now_m = time.monotonic()
         agent = self.agents.get(identity)
         if agent is not None:  # capacity update (drain sends capacity 0)
             agent.capacity = capacity
+            agent.max_body = max_body
         else:
-            agent = AgentRecord(identity, name, kinds, capacity, joined=time.time())
+            agent = AgentRecord(identity, name, kinds, capacity, joined=time.time(), max_body=max_body)
             self.agents[identity] = agent
+            self._told_to_register.pop(identity, None)
             for kind in kinds:
                 self.by_kind.setdefault(kind, []).append(agent)
             self.counters.agents_joined += 1
             self.events.publish("agent.joined", {"name": name, "kinds": kinds, "capacity": capacity})
             for task_id in running:  # work it kept across our restart stays with it
-                task = self.tasks.get(task_id) if isinstance(task_id, str) else None
-                if task is not None and task.state == State.QUEUED and task.agent is None:
+                task = self.tasks.get(task_id)
+                if task is not None and task.state == State.QUEUED and task.agent is None and task.kind in kinds:
                     self._start(task, agent, send=False)
         agent.expires = now_m + self.config.heartbeat_interval * self.config.heartbeat_liveness
         self._dirty.update(kinds)
@@ -454,9 +563,8 @@ class Broker:
 
     def _on_failed(self, agent: AgentRecord | None, entries: list[dict]) -> None:
         for entry in entries:
-            error = entry.get("error")
-            self._settle(agent, entry["id"], State.FAILED, None,
-                         error if isinstance(error, str) else repr(error), bool(entry.get("retry", False)))
+            self._settle(agent, entry["id"], State.FAILED, None, P.describe_error(entry.get("error")),
+                         entry.get("retry") is True)
 
     def _settle(self, agent: AgentRecord | None, task_id: str, state: str, result: Any,
                 error: str | None, retry: bool) -> None:
@@ -467,7 +575,7 @@ class Broker:
                 self.outcomes.record(task_id, task.kind, task.payload, started[1], time.monotonic() - started[0],
                                      state == State.DONE)
         if agent is not None and task_id in agent.inflight:
-            agent.inflight.discard(task_id)
+            del agent.inflight[task_id]
             agent.completed += 1
             self._dirty.update(agent.kinds)
         task = self.tasks.get(task_id)
@@ -497,7 +605,7 @@ class Broker:
         task.state = State.RUNNING
         task.agent = agent.identity
         task.attempts += 1
-        agent.inflight.add(task.id)
+        agent.inflight[task.id] = time.monotonic()
         if self.outcomes is not None:
             self._dispatched[task.id] = (time.monotonic(), agent.name)
         queue = self.queues.get(task.kind)
@@ -558,6 +666,9 @@ class Broker:
                 self._finish(task, State.EXPIRED, error="deadline passed")
 
     def _heartbeat(self, now_m: float) -> None:
+        if len(self._told_to_register) > 10_000:
+            self._told_to_register = {i: t for i, t in self._told_to_register.items()
+                                      if now_m - t < self.config.heartbeat_interval}
         for agent in list(self.agents.values()):
             if now_m > agent.expires:
                 self._lose_agent(agent, "heartbeat lost")
@@ -625,13 +736,28 @@ class Broker:
                 task = queue.pop()
                 if task is None:
                     break
-                agent = self.router.choose(task, agents)
+                agent = self._choose(task, agents)
                 if agent is None:  # held for a better, busy agent: back to the front until credit frees
                     queue.push(task, front=True)
                     break
                 self._start(task, agent)
                 if agent.free <= 0:
                     agents.remove(agent)
+
+    def _choose(self, task: Task, agents: list[AgentRecord]) -> AgentRecord | None:
+        """The router's pick; any router failure (a bad model, a bad prediction) is
+        answered by least-loaded and counted, so routing can never stop dispatch."""
+        try:
+            agent = self.router.choose(task, agents)
+            if agent is None or agent in agents:
+                return agent
+            raise ValueError(f"router returned {agent!r}, not a candidate")
+        except Exception as exc:  # noqa: BLE001
+            self.counters.router_errors += 1
+            if self.counters.router_errors in (1, 10, 100, 1000) or self.counters.router_errors % 10_000 == 0:
+                log.error("router failed (%d so far), using least-loaded: %s: %s",
+                          self.counters.router_errors, type(exc).__name__, exc)
+            return self._fallback_router.choose(task, agents)
 
     def _flush(self) -> None:
         # Tasks go out first: an agent may start before the submission is durable,
@@ -641,10 +767,9 @@ class Broker:
             self._dispatch()
         if self._assign:
             now_m = time.monotonic()
-            for identity, batch in self._assign.items():
-                if self._send(self.backend, identity, P.agent_message(Command.TASK, batch)):
-                    self.agents[identity].last_sent = now_m
-            self._assign.clear()
+            assign, self._assign = self._assign, {}
+            for identity, batch in assign.items():
+                self._send_assignments(self.agents[identity], batch, now_m)
         # Durability before any word to a client: group commit, then acks and results.
         self.journal.commit()
         if self.outcomes is not None:
@@ -664,6 +789,19 @@ class Broker:
                 if outcomes:
                     self._send(self.frontend, identity, P.client_message(Command.RESULT, outcomes))
             self._results.clear()
+
+    def _send_assignments(self, agent: AgentRecord, batch: list[dict], now_m: float) -> None:
+        """TASK messages cut under the agent's limit; an assignment too big for it alone
+        fails its task now instead of being dropped by the agent and left in flight."""
+        bodies, oversize = P.batches_under(batch, agent.max_body)
+        for body in bodies:
+            if self._send(self.backend, agent.identity, [P.AGENT, P.command_byte(Command.TASK), body]):
+                agent.last_sent = now_m
+        for entry, size in oversize:
+            self.counters.oversize += 1
+            self._settle(agent, entry["id"], State.FAILED, None,
+                         f"too-large: the assignment is {size} bytes, over {agent.name}'s "
+                         f"{agent.max_body}-byte limit", False)
 
     def _send(self, sock: zmq.Socket, identity: bytes, frames: list[bytes]) -> bool:
         try:

@@ -14,6 +14,7 @@ A ``Client`` is for one thread, like the ZeroMQ socket under it; use
 from __future__ import annotations
 
 import itertools
+from collections import OrderedDict
 import os
 import secrets
 import time
@@ -23,18 +24,16 @@ import zmq
 
 from . import protocol as P
 from .endpoints import Endpoints, ipc_path
-from .errors import BrokerUnavailable, BusError, TaskFailed, TaskRejected
+from .events import DEFAULT_EVENT_HWM
+from .errors import BrokerUnavailable, BusError, TaskFailed, TaskRejected, UnknownTask
 from .protocol import Command, State
 
 #: How often a waiting ``result`` re-registers with the broker, so a broker that
 #: restarted (and forgot who was waiting) still delivers the outcome.
 REFETCH_INTERVAL = 1.0
-
-
-class UnknownTask(BusError):
-    def __init__(self, task_id: str) -> None:
-        super().__init__(f"the broker knows no task {task_id!r}")
-        self.task_id = task_id
+#: Submissions kept until their outcome arrives, so a task the broker lost (it
+#: restarted before the journal commit) is sent again instead of reported unknown.
+KEEP_SENT = 10_000
 
 
 def new_id_prefix() -> str:
@@ -82,6 +81,7 @@ class Client:
         self._acked: set[str] = set()
         self._rejected: dict[str, TaskRejected] = {}
         self._unknown: set[str] = set()
+        self._sent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._status: dict[str, Any] | None = None
         self._sock: zmq.Socket | None = None
         self._open()
@@ -140,7 +140,9 @@ class Client:
                 self._acked.update(body or ())
             elif command is Command.RESULT:
                 for outcome in body or ():
-                    self._outcomes[outcome["id"]] = outcome
+                    if isinstance(outcome, dict) and isinstance(outcome.get("id"), str):
+                        self._outcomes[outcome["id"]] = outcome
+                        self._sent.pop(outcome["id"], None)
             elif command is Command.STATUS_REPLY:
                 self._status = body
             elif command is Command.ERROR and isinstance(body, dict):
@@ -155,6 +157,24 @@ class Client:
 
     # ------------------------------------------------------------------ tasks
 
+    def _remember(self, entries: list[dict[str, Any]]) -> None:
+        sent = self._sent
+        for entry in entries[-KEEP_SENT:]:
+            sent[entry["id"]] = entry
+        while len(sent) > KEEP_SENT:
+            sent.popitem(last=False)
+
+    def _resubmit(self, ids: list[str]) -> None:
+        """Send again what the broker says it does not know: it lost the submission
+        (restart before its journal commit).  Ids make this idempotent; what we no
+        longer hold raises :class:`UnknownTask`."""
+        missing = [i for i in ids if i not in self._sent]
+        if missing:
+            raise UnknownTask(missing[0])
+        entries = [dict(self._sent[i], ack=False) for i in ids]  # the RESULT is the answer
+        for start in range(0, len(entries), 1000):
+            self._send(Command.SUBMIT, entries[start:start + 1000])
+
     def new_id(self) -> str:
         return f"{self._prefix}-{next(self._ids)}"
 
@@ -164,8 +184,10 @@ class Client:
                       task_id: str | None = None, ack: bool = True) -> str:
         """Send without waiting for the ack; for pipelining.  See :meth:`wait_accepted`."""
         task_id = task_id or self.new_id()
-        self._send(Command.SUBMIT, [task_entry(task_id, kind, payload, priority, deadline, timeout,
-                                               max_retries, project or self.project, ack)])
+        entry = task_entry(task_id, kind, payload, priority, deadline, timeout, max_retries,
+                           project or self.project, ack)
+        self._send(Command.SUBMIT, [entry])
+        self._remember([entry])
         return task_id
 
     def submit(self, kind: str, payload: Any = None, **opts: Any) -> str:
@@ -182,6 +204,7 @@ class Client:
         entries = [task_entry(self.new_id(), kind, p, opts.get("priority"), opts.get("deadline"),
                               opts.get("timeout"), opts.get("max_retries"), project) for p in payloads]
         self._send(Command.SUBMIT, entries)
+        self._remember(entries)
         ids = [e["id"] for e in entries]
         self.wait_accepted(ids)
         return ids
@@ -218,7 +241,7 @@ class Client:
         while task_id not in self._outcomes:
             if task_id in self._unknown:
                 self._unknown.discard(task_id)
-                raise UnknownTask(task_id)
+                self._resubmit([task_id])
             err = self._rejected.pop(task_id, None)
             if err is not None:
                 raise err
@@ -229,7 +252,7 @@ class Client:
                 probe = None
                 known = self.status([task_id]).get("tasks", {}).get(task_id)
                 if known is None:
-                    raise UnknownTask(task_id)
+                    self._resubmit([task_id])
                 next_fetch = time.monotonic() + REFETCH_INTERVAL
             elif now >= next_fetch:
                 self._send(Command.FETCH, {"ids": [task_id]})
@@ -257,7 +280,7 @@ class Client:
             unknown = [i for i in pending if i in self._unknown]
             if unknown:
                 self._unknown.difference_update(unknown)
-                raise UnknownTask(unknown[0])
+                self._resubmit(unknown)
             now = time.monotonic()
             if deadline is not None and now >= deadline:
                 raise TimeoutError(f"{len(pending)} of {len(ids)} tasks not finished within {timeout}s")
@@ -318,7 +341,7 @@ class Subscription:
     def __init__(self, ctx: zmq.Context, endpoint: str, topics: Iterable[str]) -> None:
         self.sock = ctx.socket(zmq.SUB)
         self.sock.linger = 0
-        self.sock.rcvhwm = 100_000
+        self.sock.rcvhwm = DEFAULT_EVENT_HWM  # bounded like the broker's side: a slow reader drops, never bloats
         self.sock.connect(endpoint)
         topics = list(topics) or [""]
         for topic in topics:

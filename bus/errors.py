@@ -47,3 +47,11 @@ class TaskRejected(BusError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
+
+
+class UnknownTask(BusError):
+    """The broker knows no such task, and this client holds no submission to resend."""
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(f"the broker knows no task {task_id!r}")
+        self.task_id = task_id

@@ -22,8 +22,14 @@ import zmq
 
 from .protocol import pack, send, try_recv
 
+#: Largest event body the broker publishes: bigger values (progress data, errors) are
+#: cut to a preview.  With the HWM below it bounds what one slow subscriber can hold
+#: in *bytes*: DEFAULT_EVENT_HWM x (MAX_EVENT_BYTES + topic) = about 16 MiB.
+MAX_EVENT_BYTES = 8 * 1024
 #: Events queued per subscriber before libzmq drops for that subscriber only.
-DEFAULT_EVENT_HWM = 100_000
+DEFAULT_EVENT_HWM = 2048
+#: Third-party publishers' frames above this drop their connection (ZMQ_MAXMSGSIZE).
+MAX_EVENT_FRAME = 2 * MAX_EVENT_BYTES
 
 
 class EventProxy:
@@ -53,6 +59,7 @@ class EventProxy:
             for s in (xsub, xpub):
                 s.linger = 0
             xsub.rcvhwm = self.hwm
+            xsub.maxmsgsize = MAX_EVENT_FRAME  # what publishers send is bounded in bytes too
             xpub.sndhwm = self.hwm  # slow subscribers lose events, never stall the proxy
             xsub.bind(self.events_in)
             xsub.bind(self.inproc)
@@ -93,6 +100,7 @@ class EventPublisher:
         self._prefixes: dict[bytes, int] = {}
         self._wanted: dict[str, bool] = {}
         self.dropped = 0
+        self.truncated = 0
 
     def on_subscription(self) -> None:
         """Drain subscription changes forwarded by the proxy."""
@@ -131,11 +139,32 @@ class EventPublisher:
     def publish(self, topic: str, body: dict[str, Any]) -> None:
         if not self.wants(topic):
             return
+        packed = pack(body)
+        if len(packed) > MAX_EVENT_BYTES:
+            self.truncated += 1
+            packed = pack(bounded(body))
         try:
-            send(self.sock, [topic.encode(), pack(body)])
+            send(self.sock, [topic.encode(), packed])
         except zmq.Again:
             self.dropped += 1
 
     def close(self, linger: int = 0) -> None:
         """``linger`` (ms) lets queued events leave first; the broker closes with 0 at shutdown."""
         self.sock.close(linger=linger)
+
+
+def bounded(body: dict[str, Any], limit: int = MAX_EVENT_BYTES) -> dict[str, Any]:
+    """``body`` with its big values replaced by a preview, so it packs under ``limit``.
+
+    Subscribers see that something was cut and how big it was; the full value stays
+    where it belongs (the task's result or FETCH), not in every subscriber's queue."""
+    budget = max(256, limit // (2 * max(1, len(body))))
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        size = len(pack(value))
+        if size <= budget:
+            out[key] = value
+        else:
+            text = value if isinstance(value, str) else repr(value)  # depth is bounded by the protocol
+            out[key] = {"truncated": True, "bytes": size, "preview": text[:budget // 2]}
+    return out

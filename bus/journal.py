@@ -38,6 +38,13 @@ class Journal(ABC):
     def compact(self, finished_before: float) -> int:
         """Drop final records finished before the cutoff; returns how many."""
 
+    def quarantine(self, task_id: str, reason: str) -> None:
+        """Set a record replay could not restore aside, with why, out of later replays."""
+
+    def quarantined(self) -> dict[str, str]:
+        """Quarantined task ids and the reason each was set aside."""
+        return {}
+
     def close(self) -> None:
         pass
 
@@ -48,6 +55,7 @@ class MemoryJournal(Journal):
     def __init__(self) -> None:
         self._records: dict[str, dict[str, Any]] = {}
         self._staged: list[dict[str, Any]] = []
+        self._quarantine: dict[str, str] = {}
 
     def write(self, task: Task) -> None:
         self._staged.append(task.to_record())
@@ -62,6 +70,13 @@ class MemoryJournal(Journal):
 
     def lookup(self, task_id: str) -> dict[str, Any] | None:
         return self._records.get(task_id)
+
+    def quarantine(self, task_id: str, reason: str) -> None:
+        if self._records.pop(task_id, None) is not None or task_id not in self._quarantine:
+            self._quarantine[task_id] = reason
+
+    def quarantined(self) -> dict[str, str]:
+        return dict(self._quarantine)
 
     def compact(self, finished_before: float) -> int:
         old = [k for k, r in self._records.items()

@@ -40,8 +40,22 @@ MAX_FRAME = 256 * 1024 * 1024
 
 PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 9, 5
 DEFAULT_MAX_RETRIES = 3
-MAX_ID_LEN = 128
-MAX_KIND_LEN = 128
+# Limits are in UTF-8 *bytes*: ids become LMDB keys (511 bytes at most), and a step's
+# task id is ``<workflow>/<step>#<run>``, so a workflow id plus a step name plus the
+# run suffix still fits under MAX_ID_BYTES.
+MAX_ID_BYTES = 255
+MAX_WORKFLOW_ID_BYTES = 128
+MAX_STEP_NAME_BYTES = 60
+MAX_KIND_BYTES = 128
+MAX_PROJECT_BYTES = 64
+MAX_NAME_BYTES = 128
+MAX_IDS = 10_000            # ids in one CANCEL/FETCH/STATUS
+MAX_BATCH = 100_000         # tasks in one SUBMIT, entries in one DONE/FAILED/PROGRESS
+MAX_DEPTH = 64              # nesting of any body: far under msgpack's packing limit (511),
+                            # so whatever the broker re-wraps (rows, TASK, RESULT) packs
+MAX_ERROR_BYTES = 64 * 1024  # a FAILED error is kept to this, in the journal and in RESULT
+#: Kinds clients may not submit: the broker makes tasks of them itself.
+RESERVED_KINDS = frozenset({"workflow"})
 
 
 class Command(IntEnum):
@@ -72,7 +86,8 @@ class Command(IntEnum):
 _COMMAND_BYTES = {c: bytes([c]) for c in Command}
 _BYTE_COMMANDS = {bytes([c]): c for c in Command}
 
-_BODYLESS = frozenset({Command.HEARTBEAT, Command.DISCONNECT})
+_BODYLESS = frozenset({Command.DISCONNECT})  # HEARTBEAT may carry {"running": [...]} (1.1)
+_NIL = b"\xc0"  # an encoded nil is an empty body (section 3): libraries that encode null send it
 CLIENT_COMMANDS = frozenset({Command.SUBMIT, Command.CANCEL, Command.STATUS, Command.FETCH, Command.WORKFLOW})
 AGENT_COMMANDS = frozenset(
     {Command.READY, Command.PROGRESS, Command.DONE, Command.FAILED, Command.HEARTBEAT, Command.DISCONNECT}
@@ -89,6 +104,7 @@ class State:
     CANCELLED = "cancelled"
     EXPIRED = "expired"
     FINAL = frozenset({"done", "failed", "cancelled", "expired"})
+    ALL = FINAL | {"queued", "running"}
 
 
 # ---------------------------------------------------------------------------
@@ -106,6 +122,10 @@ def unpack(data: bytes) -> Any:
 def message(signature: bytes, command: Command, body: Any = None) -> list[bytes]:
     """Frames for one message; ``body=None`` sends an empty body frame."""
     return [signature, _COMMAND_BYTES[command], b"" if body is None else pack(body)]
+
+
+def command_byte(command: Command) -> bytes:
+    return _COMMAND_BYTES[command]
 
 
 def client_message(command: Command, body: Any = None) -> list[bytes]:
@@ -188,14 +208,64 @@ def parse(frames: list[bytes], signature: bytes, allowed: frozenset[Command] | N
         raise ProtocolError("bad-command", f"unknown or misplaced command {bytes(cmd[:4]).hex()}")
     if len(body) > max_body:
         raise PayloadTooLarge(len(body), max_body)
-    if not body:
+    if not body or body == _NIL:
         return command, None
     if command in _BODYLESS:
         raise ProtocolError("bad-body", f"{command.name} carries no body")
     try:
-        return command, unpack(body)
+        decoded = unpack(body)
     except Exception as exc:  # msgpack raises a zoo of types for garbage input
         raise ProtocolError("bad-body", f"body is not valid msgpack: {type(exc).__name__}") from None
+    check_depth(decoded)
+    return command, decoded
+
+
+_CONTAINERS = (list, dict)
+
+
+def check_depth(obj: Any, limit: int = MAX_DEPTH) -> None:
+    """ProtocolError ``too-deep`` if ``obj`` nests containers deeper than ``limit``.
+
+    Iterative, so hostile nesting costs no recursion; only containers are pushed,
+    so a flat list of numbers is one pass of type checks."""
+    if type(obj) not in _CONTAINERS:
+        return
+    stack = [(obj, 1)]
+    pop, push = stack.pop, stack.append
+    while stack:
+        node, depth = pop()
+        if depth > limit:
+            raise ProtocolError("too-deep", f"body nests deeper than {limit} levels")
+        for child in (node.values() if type(node) is dict else node):
+            if type(child) in _CONTAINERS:
+                push((child, depth + 1))
+
+
+def _text(value: Any, field: str, limit: int, allowed_empty: bool = False) -> str:
+    """A string field within ``limit`` UTF-8 bytes; bad-field otherwise."""
+    if not isinstance(value, str) or (not value and not allowed_empty):
+        raise ProtocolError("bad-field", f"field {field!r} must be a non-empty string")
+    try:
+        size = len(value.encode())
+    except UnicodeEncodeError:
+        raise ProtocolError("bad-field", f"field {field!r} is not valid UTF-8") from None
+    if size > limit or "\x00" in value:
+        raise ProtocolError("bad-field", f"field {field!r} must be 1..{limit} UTF-8 bytes without NUL, got {size}")
+    return value
+
+
+def describe_error(error: Any) -> str:
+    """A FAILED ``error`` as the string the journal and RESULT keep: strings are cut to
+    MAX_ERROR_BYTES; anything else is summarized by reprlib (bounded depth and length,
+    so a hostile nested value costs no recursion)."""
+    if not isinstance(error, str):
+        import reprlib
+        error = f"(non-string error) {reprlib.repr(error)}"
+    if len(error) > MAX_ERROR_BYTES // 4:
+        raw = error.encode(errors="replace")
+        if len(raw) > MAX_ERROR_BYTES:
+            error = raw[:MAX_ERROR_BYTES].decode(errors="ignore") + " ...(truncated)"
+    return error
 
 
 # ---------------------------------------------------------------------------
@@ -228,13 +298,13 @@ def _want(entry: dict, key: str, types: type | tuple[type, ...], default: Any) -
 def parse_submission(entry: Any) -> TaskSpec:
     if not isinstance(entry, dict):
         raise ProtocolError("bad-field", f"each task must be a map, got {type(entry).__name__}")
-    kind = entry.get("kind")
-    if not isinstance(kind, str) or not kind or len(kind) > MAX_KIND_LEN:
-        raise ProtocolError("bad-field", f"field 'kind' must be a non-empty string of at most {MAX_KIND_LEN} chars")
-    task_id = _want(entry, "id", str, None)
-    if task_id is not None and not (0 < len(task_id) <= MAX_ID_LEN):
-        raise ProtocolError("bad-field", f"field 'id' must be 1..{MAX_ID_LEN} chars")
-    project = _want(entry, "project", str, "default")
+    kind = _text(entry.get("kind"), "kind", MAX_KIND_BYTES)
+    if kind in RESERVED_KINDS:
+        raise ProtocolError("bad-field", f"kind {kind!r} is reserved (submit workflows with WORKFLOW)")
+    task_id = entry.get("id")
+    if task_id is not None:
+        _text(task_id, "id", MAX_ID_BYTES)
+    project = _text(entry.get("project", "default"), "project", MAX_PROJECT_BYTES)
     priority = _want(entry, "priority", int, PRIORITY_DEFAULT)
     if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
         raise ProtocolError("bad-field", f"field 'priority' must be in {PRIORITY_MIN}..{PRIORITY_MAX}")
@@ -278,12 +348,12 @@ def parse_workflow(body: Any) -> WorkflowSpec:
     if not isinstance(body, dict):
         raise ProtocolError("bad-body", "WORKFLOW body must be a map")
     strategy = body.get("strategy", "parallel")
-    if strategy not in STRATEGIES:
+    if not isinstance(strategy, str) or strategy not in STRATEGIES:
         raise ProtocolError("bad-field", f"field 'strategy' must be one of {', '.join(STRATEGIES)}")
-    wf_id = _want(body, "id", str, None)
-    if wf_id is not None and not (0 < len(wf_id) <= MAX_ID_LEN // 2) or (wf_id and "/" in wf_id):
-        raise ProtocolError("bad-field", f"field 'id' must be 1..{MAX_ID_LEN // 2} chars without '/'")
-    project = _want(body, "project", str, "default")
+    wf_id = body.get("id")
+    if wf_id is not None and "/" in _text(wf_id, "id", MAX_WORKFLOW_ID_BYTES):
+        raise ProtocolError("bad-field", f"field 'id' must be 1..{MAX_WORKFLOW_ID_BYTES} bytes without '/'")
+    project = _text(body.get("project", "default"), "project", MAX_PROJECT_BYTES)
     raw = body.get("steps")
     if not isinstance(raw, list) or not 0 < len(raw) <= MAX_STEPS:
         raise ProtocolError("bad-field", f"field 'steps' must be a list of 1..{MAX_STEPS} steps")
@@ -292,8 +362,9 @@ def parse_workflow(body: Any) -> WorkflowSpec:
         if not isinstance(entry, dict):
             raise ProtocolError("bad-field", "each step must be a map")
         name = entry.get("name")
-        if not isinstance(name, str) or not name or len(name) > 60 or "/" in name or "#" in name:
-            raise ProtocolError("bad-field", "step 'name' must be 1..60 chars without '/' or '#'")
+        if not isinstance(name, str) or "/" in name or "#" in name:
+            raise ProtocolError("bad-field", f"step 'name' must be 1..{MAX_STEP_NAME_BYTES} bytes without '/' or '#'")
+        _text(name, "name", MAX_STEP_NAME_BYTES)
         if name in steps:
             raise ProtocolError("bad-field", f"step name {name!r} is used twice")
         deps = entry.get("deps", [])
@@ -335,30 +406,95 @@ def parse_ready(body: Any) -> tuple[str, list[str], int]:
     if not isinstance(body, dict):
         raise ProtocolError("bad-body", "READY body must be a map")
     kinds = body.get("kinds")
-    if not isinstance(kinds, list) or not kinds or not all(isinstance(k, str) and k for k in kinds):
-        raise ProtocolError("bad-field", "READY 'kinds' must be a non-empty list of strings")
+    if not isinstance(kinds, list) or not 0 < len(kinds) <= 1000:
+        raise ProtocolError("bad-field", "READY 'kinds' must be a non-empty list of at most 1000 strings")
+    kinds = list(dict.fromkeys(_text(k, "kinds", MAX_KIND_BYTES) for k in kinds))
     capacity = _want(body, "capacity", int, 1)
     if not 0 <= capacity <= 100_000:
         raise ProtocolError("bad-field", "READY 'capacity' must be in 0..100000")
-    name = _want(body, "name", str, "agent")
-    return name[:MAX_ID_LEN], kinds, capacity
+    name = _text(body.get("name", "agent"), "name", MAX_NAME_BYTES)
+    return name, kinds, capacity
+
+
+def parse_running(body: Any) -> list[str] | None:
+    """READY's or HEARTBEAT's optional ``running``: the ids an agent is running (1.1)."""
+    if not isinstance(body, dict) or "running" not in body:
+        return None
+    running = body["running"]
+    if not isinstance(running, list) or len(running) > MAX_BATCH or not all(isinstance(i, str) for i in running):
+        raise ProtocolError("bad-field", "'running' must be a list of task ids")
+    return running
+
+
+def parse_heartbeat(body: Any) -> list[str] | None:
+    """A HEARTBEAT body: nil, or a map whose optional ``running`` lists task ids (1.1)."""
+    if body is not None and not isinstance(body, dict):
+        raise ProtocolError("bad-body", "HEARTBEAT body must be empty or a map")
+    return parse_running(body)
+
+
+def parse_max_body(body: Any) -> int:
+    """READY's optional ``max_body`` (1.1): the largest message the agent accepts."""
+    value = body.get("max_body", MAX_BODY) if isinstance(body, dict) else MAX_BODY
+    if isinstance(value, bool) or not isinstance(value, int) or not 1024 <= value <= MAX_FRAME:
+        raise ProtocolError("bad-field", f"READY 'max_body' must be an integer in 1024..{MAX_FRAME}")
+    return value
 
 
 def parse_id_list(body: Any, what: str) -> list[str]:
     """CANCEL/FETCH/STATUS bodies: ``{"ids": [str, ...]}``."""
-    if not isinstance(body, dict) or not isinstance(body.get("ids", []), list):
+    if not isinstance(body, dict):
         raise ProtocolError("bad-body", f"{what} body must be a map with an 'ids' list")
     ids = body.get("ids", [])
-    if not all(isinstance(i, str) for i in ids):
-        raise ProtocolError("bad-field", f"{what} 'ids' must be strings")
+    if not isinstance(ids, list) or len(ids) > MAX_IDS:
+        raise ProtocolError("bad-field", f"{what} 'ids' must be a list of at most {MAX_IDS} task ids")
+    for task_id in ids:
+        _text(task_id, "ids", MAX_ID_BYTES)
     return ids
 
 
 def parse_outcomes(body: Any, what: str) -> list[dict]:
     """DONE/FAILED/PROGRESS bodies: a list of maps each holding an ``id``."""
-    if not isinstance(body, list):
-        raise ProtocolError("bad-body", f"{what} body must be a list")
+    if not isinstance(body, list) or len(body) > MAX_BATCH:
+        raise ProtocolError("bad-body", f"{what} body must be a list of at most {MAX_BATCH} entries")
     for entry in body:
         if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
             raise ProtocolError("bad-field", f"each {what} entry must be a map with a string 'id'")
     return body
+
+
+def packed_array(items: list[bytes]) -> bytes:
+    """A msgpack array of already-packed elements: lets the broker measure each TASK
+    entry once and cut batches under the receiver's limit without packing twice."""
+    n = len(items)
+    head = bytes([0x90 | n]) if n < 16 else (b"\xdc" + n.to_bytes(2, "big") if n < 65536
+                                              else b"\xdd" + n.to_bytes(4, "big"))
+    return head + b"".join(items)
+
+
+def batches_under(entries: list[Any], limit: int) -> tuple[list[bytes], list[tuple[Any, int]]]:
+    """Pack ``entries`` as msgpack arrays of at most ``limit`` bytes each.
+
+    Returns the packed bodies and the entries that do not fit alone, with their sizes,
+    so the sender can fail those instead of sending what the receiver must drop.  The
+    common case (everything fits) packs once, as one array."""
+    whole = pack(entries)
+    if len(whole) <= limit:
+        return [whole], []
+    bodies: list[bytes] = []
+    oversize: list[tuple[Any, int]] = []
+    group: list[bytes] = []
+    size = 5  # the largest array header
+    for entry in entries:
+        packed = pack(entry)
+        if len(packed) + 5 > limit:
+            oversize.append((entry, len(packed)))
+            continue
+        if size + len(packed) > limit:
+            bodies.append(packed_array(group))
+            group, size = [], 5
+        group.append(packed)
+        size += len(packed)
+    if group:
+        bodies.append(packed_array(group))
+    return bodies, oversize

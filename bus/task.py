@@ -95,6 +95,35 @@ class Task:
         return entry
 
 
+_NUMBER = (int, float)
+
+
+def restored_task(rec: Any) -> Task:
+    """The Task of a journal record, checked field by field; ValueError if any field
+    could not have been written by a broker (a foreign or damaged row must not reach
+    the queues, where a wrong type would fail far from its cause)."""
+    if not isinstance(rec, dict):
+        raise ValueError("record is not a map")
+    for name, types in (("id", str), ("kind", str), ("project", str), ("state", str)):
+        if not isinstance(rec.get(name, "default" if name == "project" else None), types):
+            raise ValueError(f"field {name!r} is not a string")
+    if rec["state"] not in State.ALL:
+        raise ValueError(f"unknown state {rec['state']!r}")
+    for name in ("priority", "max_retries", "attempts"):
+        value = rec.get(name, 0)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 31:
+            raise ValueError(f"field {name!r} is not a small integer")
+    for name in ("deadline", "finished", "submitted"):
+        value = rec.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, _NUMBER)):
+            raise ValueError(f"field {name!r} is not a number")
+    if rec.get("error") is not None and not isinstance(rec["error"], str):
+        raise ValueError("field 'error' is not a string")
+    if rec.get("parents") is not None and not isinstance(rec["parents"], dict):
+        raise ValueError("field 'parents' is not a map")
+    return Task.from_record(rec)
+
+
 def outcome_of_record(rec: dict[str, Any]) -> dict[str, Any]:
     return Task.from_record(rec).outcome()
 

@@ -187,6 +187,12 @@ class WorkflowEngine:
                                 error=f"step {first!r} {wf.state[first]}: {wf.errors.get(first, '')}")
         self.broker.events.publish(f"workflow.{wf.record.state}", {"id": wf.record.id, "steps": dict(wf.state)})
 
+    def forget(self, wf_id: str) -> None:
+        """Drop a workflow whose restore failed part way (its record is quarantined)."""
+        self.workflows.pop(wf_id, None)
+        for task_id in [t for t, (wf, _) in self.step_of.items() if wf.record.id == wf_id]:
+            del self.step_of[task_id]
+
     def restore(self, record: Task) -> None:
         """After a restart: rebuild the workflow, reconcile its steps with their task records."""
         wf = Workflow.restore(record)

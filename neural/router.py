@@ -11,6 +11,8 @@ busy and every free one is predicted ``hold_factor`` times slower, it holds the 
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -26,6 +28,7 @@ if TYPE_CHECKING:
 #: routing_model.MODEL_NAME, repeated here so the broker imports no numpy until a
 #: model exists (routing_model and network load with the first model).
 MODEL_NAME = "router"
+log = logging.getLogger("orchflow.router")
 
 
 class LearnedRouter(Router):
@@ -54,17 +57,43 @@ class LearnedRouter(Router):
         if now < self._next_check:
             return
         self._next_check = now + self.refresh
-        latest = self.memory.get("neural", f"{MODEL_NAME}/latest")
-        if not latest or int(latest) == self.version:
+        try:
+            latest = self.memory.get("neural", f"{MODEL_NAME}/latest")
+            if not isinstance(latest, (int, str)) or isinstance(latest, bool) or not latest:
+                return
+            version = int(latest)
+            if version == self.version:
+                return
+            entry = self.memory.get("neural", f"{MODEL_NAME}@{version}")
+            if entry is None:
+                return
+            model, pairs = self._validated(entry)
+        except Exception as exc:  # noqa: BLE001 - any client can store a model named router
+            self.stats["bad_model"] = self.stats.get("bad_model", 0) + 1
+            self.model, self.pairs, self._cache = None, {}, {}
+            log.error("routing model unusable, routing least-loaded: %s: %s", type(exc).__name__, exc)
             return
-        entry = self.memory.get("neural", f"{MODEL_NAME}@{int(latest)}")
-        if entry is None:
-            return
-        from .network import Network
-        self.model = Network.loads(entry["fann"])
-        self.pairs = entry.get("meta", {}).get("pairs", {})
-        self.version = int(latest)
+        self.model, self.pairs, self.version = model, pairs, version
         self._cache.clear()
+
+    @staticmethod
+    def _validated(entry: Any) -> tuple["Network", dict[str, int]]:
+        """The network and the pair counts of a stored model, or ValueError: a model
+        the router cannot use is refused whole, at load, not at dispatch."""
+        from . import routing_model as R
+        from .network import Network
+        if not isinstance(entry, dict) or not isinstance(entry.get("fann"), (str, bytes)):
+            raise ValueError("model entry has no 'fann' text")
+        meta = entry.get("meta") or {}
+        pairs = meta.get("pairs", {}) if isinstance(meta, dict) else None
+        if not isinstance(pairs, dict) or not all(isinstance(k, str) and isinstance(v, int) and not isinstance(v, bool)
+                                                  for k, v in pairs.items()):
+            raise ValueError("meta 'pairs' must map 'kind|agent' to counts")
+        model = Network.loads(entry["fann"])
+        if model.num_input != R.INPUTS or model.num_output < 1:
+            raise ValueError(f"network has {model.num_input} inputs and {model.num_output} outputs, "
+                             f"the router needs {R.INPUTS} and at least 1")
+        return model, pairs
 
     def predict(self, kind: str, agent: str, features: list[float]) -> float:
         """Expected seconds to a success: predicted duration over predicted success probability."""
@@ -75,6 +104,8 @@ class LearnedRouter(Router):
             out = self.model.run(R.encode(kind, agent, features))
             success = min(1.0, max(float(out[1]), 0.05)) if len(out) > 1 else 1.0
             expected = R.from_target(float(out[0])) / success
+            if not math.isfinite(expected):
+                raise ValueError(f"model predicted {expected} for {kind!r} on {agent!r}")
             self._cache[key] = expected
         return expected
 

@@ -54,7 +54,11 @@ def test_oversized_body_is_refused_before_decoding():
     ({"kind": "k", "deadline": float("nan")}, "'deadline'"),
     ({"kind": "k", "max_retries": -1}, "'max_retries'"),
     ({"kind": "k", "id": ""}, "'id'"),
-    ({"kind": "k", "id": "x" * 200}, "'id'"),
+    ({"kind": "k", "id": "x" * 256}, "'id'"),
+    ({"kind": "k", "id": "\U0001F600" * 64}, "'id'"),      # 256 bytes in 64 characters
+    ({"kind": "\U0001F600" * 33}, "'kind'"),               # 132 bytes
+    ({"kind": "k", "project": "\U0001F600" * 17}, "'project'"),
+    ({"kind": "workflow", "payload": []}, "reserved"),
     ({"kind": "k", "ack": "yes"}, "'ack'"),
 ])
 def test_submission_validation_names_the_field(entry, fragment):
