@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from bus.lifeline import die_with_parent
 from .builtin import BUILTINS, add_builtins
 from .runtime import Agent
 
@@ -21,6 +22,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--events-in", default=None,
                     help="with --memory: publish the change feed as memory.changed events (one agent only)")
     args = ap.parse_args(argv)
+    die_with_parent()  # never outlive orchflow-launch
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     agent = Agent(args.endpoint, name=args.name, capacity=args.capacity, heartbeat_interval=args.heartbeat)
     add_builtins(agent, [k for k in args.kinds.split(",") if k])

@@ -14,6 +14,8 @@ import time
 from collections import deque
 from typing import Any
 
+from bus.lifeline import at_parent_death
+
 from .runtime import Agent, TaskContext
 
 TAIL_LINES = 50
@@ -48,6 +50,22 @@ def fail(payload: Any) -> None:
     raise RuntimeError(str(payload or "failing on purpose"))
 
 
+#: Process groups of running shell tasks: they live in sessions of their own, so an
+#: agent that must die with its launcher kills them on the way out.
+_running_groups: set[int] = set()
+
+
+def _kill_running_groups() -> None:
+    for pgid in list(_running_groups):
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+at_parent_death(_kill_running_groups)
+
+
 def shell(payload: Any, ctx: TaskContext) -> dict[str, Any]:
     """Run a command; stream its lines as progress; cancel kills its process group.
 
@@ -65,6 +83,7 @@ def shell(payload: Any, ctx: TaskContext) -> dict[str, Any]:
     proc = subprocess.Popen(cmd, shell=isinstance(cmd, str), cwd=payload.get("cwd"), env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                             start_new_session=True)
+    _running_groups.add(proc.pid)
     tails = {"stdout": deque(maxlen=TAIL_LINES), "stderr": deque(maxlen=TAIL_LINES)}
     partial = {"stdout": b"", "stderr": b""}
     sel = selectors.DefaultSelector()
@@ -99,6 +118,7 @@ def shell(payload: Any, ctx: TaskContext) -> dict[str, Any]:
             except ProcessLookupError:
                 pass
         code = proc.wait()
+        _running_groups.discard(proc.pid)
         proc.stdout.close()
         proc.stderr.close()
     for stream, rest in partial.items():

@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 
+from .lifeline import die_with_parent
 from .broker import BrokerConfig, serve
 
 
@@ -28,6 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tcp-backend", default=None, metavar="tcp://HOST:PORT",
                     help="also accept agents over TCP (remote agents); nothing but ipc:// unless given")
     args = ap.parse_args(argv)
+    die_with_parent()  # never outlive orchflow-launch
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     os.makedirs(args.run_dir, mode=0o700, exist_ok=True)
     journal = None

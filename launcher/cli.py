@@ -12,12 +12,20 @@ from pathlib import Path
 
 from store.env import orchflow_home
 
-from .supervisor import LaunchError, Supervisor, SwarmConfig, pid_alive, read_state, swarm_running
+from .supervisor import (LaunchError, Supervisor, SwarmConfig, kill_children, leftover_children, pid_alive,
+                         read_state, swarm_running)
 
 
 def stop_swarm(home: Path) -> int:
     state = read_state(home)
-    if not state or not swarm_running(home):
+    leftover = leftover_children(home)
+    if leftover:  # the launcher is gone (killed): stop what its state file names
+        kill_children(leftover)
+        _remove_state(home)
+        print(f"stopped {len(leftover)} processes left by a dead launcher: "
+              + ", ".join(f"{n} (pid {p})" for n, p in leftover.items()))
+        return 0
+    if not state or not pid_alive(state.get("launcher_pid")):
         print(f"no swarm is running under {home}")
         return 1
     pid = state["launcher_pid"]
@@ -29,6 +37,29 @@ def stop_swarm(home: Path) -> int:
             return 0
         time.sleep(0.1)
     print(f"launcher pid {pid} did not stop within 40s", file=sys.stderr)
+    return 1
+
+
+def _remove_state(home: Path) -> None:
+    try:
+        (home / "run" / "state.json").unlink()
+    except FileNotFoundError:
+        pass
+
+
+def swarm_status(home: Path) -> int:
+    """0 and the state when the swarm answers; 1 when none runs; 3 when the launcher is
+    dead but processes it started are alive (``orchflow-launch stop`` ends them)."""
+    state = swarm_running(home)
+    if state:
+        print(f"running: {state}")
+        return 0
+    leftover = leftover_children(home)
+    if leftover:
+        print(f"the launcher is gone but {len(leftover)} of its processes are running: "
+              + ", ".join(f"{n} (pid {p})" for n, p in leftover.items()) + "; stop them with: orchflow-launch stop")
+        return 3
+    print(f"no swarm is running under {home}")
     return 1
 
 
@@ -73,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tcp", default=None, metavar="HOST:PORT",
                     help="also accept remote agents on tcp://HOST:PORT (default: ipc only, this machine)")
     ap.add_argument("--detach", action="store_true", help="run in the background; return once the swarm is ready")
+    ap.add_argument("--no-verify", action="store_true",
+                    help="start without checking the memory and journal for damage first")
     args = ap.parse_args(argv)
     if args.agents < 1:
         ap.error("--agents must be at least 1 (the built-in agents also serve the swarm memory)")
@@ -81,14 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "stop":
         return stop_swarm(home)
     if args.command == "status":
-        state = swarm_running(home)
-        print(f"running: {state}" if state else f"no swarm is running under {home}")
-        return 0 if state else 1
+        return swarm_status(home)
+    os.umask(0o077)  # journal, memory, logs, keys and the state file are the owner's alone
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     if args.detach:
         return detach(home, [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--detach"])
     sup = Supervisor(SwarmConfig(home=home, agents=args.agents, agent_capacity=args.capacity,
-                                 neural_workers=args.neural_workers, tcp=args.tcp))
+                                 neural_workers=args.neural_workers, tcp=args.tcp,
+                                 verify_stores=not args.no_verify))
     try:
         t = time.monotonic()
         sup.start()

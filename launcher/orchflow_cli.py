@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from dataclasses import asdict
 import time
 from pathlib import Path
 
@@ -86,6 +88,29 @@ def format_progress(data: object) -> str:
     return json.dumps(data, default=str)
 
 
+def store_command(home: Path, args: argparse.Namespace) -> int:
+    """``memory verify`` and ``memory salvage`` work on the files, swarm running or not."""
+    from store.verify import salvage, verify
+    if args.op == "verify":
+        path = args.args[0] if args.args else str(home / "memory")
+        if not os.path.exists(os.path.join(path, "data.mdb")):
+            print(f"orchflow memory verify: no store at {path}", file=sys.stderr)
+            return 2
+        report = verify(path)
+        print(json.dumps(asdict(report)) if args.json else report.text())
+        return 0 if report.ok else 1
+    if len(args.args) != 2:
+        print("orchflow memory salvage: give SRC and DST (a new directory)", file=sys.stderr)
+        return 2
+    src, dst = args.args
+    if os.path.exists(os.path.join(dst, "data.mdb")):
+        print(f"orchflow memory salvage: {dst} already holds a store; give a new directory", file=sys.stderr)
+        return 2
+    summary = salvage(src, dst)
+    print(json.dumps(summary, indent=None if args.json else 2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     common = argparse.ArgumentParser(add_help=False)  # accepted before or after the subcommand
     common.add_argument("--home", default=argparse.SUPPRESS, help="swarm home (default $ORCHFLOW_HOME or ~/.orchflow)")
@@ -104,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("events", parents=[common], help="live tail of events")
     e.add_argument("topics", nargs="*")
     m = sub.add_parser("memory", parents=[common], help="swarm memory")
-    m.add_argument("op", choices=["get", "put", "delete", "list", "search", "namespaces"])
+    m.add_argument("op", choices=["get", "put", "delete", "list", "search", "namespaces", "verify", "salvage"],
+                   help="verify [PATH]: check a store in a child process (exit 1 if damaged); "
+                        "salvage SRC DST: copy every readable entry into a new store")
     m.add_argument("args", nargs="*")
     m.add_argument("--ns", default=None)
     m.add_argument("--ttl", type=float, default=None)
@@ -125,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "stop":
         from .cli import stop_swarm
         return stop_swarm(home)
+    if args.cmd == "memory" and args.op in ("verify", "salvage"):
+        return store_command(home, args)
     state = read_state(home)
     if not state:
         print(f"orchflow: no swarm found under {home}; start one with orchflow-launch", file=sys.stderr)

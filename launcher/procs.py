@@ -17,20 +17,30 @@ from typing import Sequence
 from bus.client import Client
 from bus.endpoints import Endpoints
 from bus.errors import BusError
+from bus.lifeline import PARENT_ENV
 
 
 class ProcessGroup:
-    def __init__(self, run_dir: str | os.PathLike, log_dir: str | os.PathLike | None = None) -> None:
+    def __init__(self, run_dir: str | os.PathLike, log_dir: str | os.PathLike | None = None,
+                 lifeline: bool = False) -> None:
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self.log_dir = Path(log_dir) if log_dir else self.run_dir
         self.endpoints = Endpoints.in_directory(str(self.run_dir))
         self.procs: dict[str, subprocess.Popen] = {}
+        # Children die with us (bus/lifeline.py).  Only for groups spawning from one
+        # long-lived thread: the kernel's parent-death signal follows the spawning thread.
+        self.lifeline = lifeline
 
     def spawn(self, name: str, args: Sequence[str], env: dict[str, str] | None = None) -> subprocess.Popen:
-        log = open(self.log_dir / f"{name}.log", "ab")
+        fd = os.open(self.log_dir / f"{name}.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        log = os.fdopen(fd, "ab")
         full_env = dict(os.environ)
         full_env.setdefault("PYTHONUNBUFFERED", "1")
+        if self.lifeline:
+            full_env[PARENT_ENV] = str(os.getpid())
+        else:
+            full_env.pop(PARENT_ENV, None)
         if env:
             full_env.update(env)
         proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,

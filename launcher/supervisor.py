@@ -61,6 +61,7 @@ class SwarmConfig:
     flap_window: float = 60.0
     health_interval: float = 2.0   # how often the broker is asked who is registered
     health_failures: int = 3       # consecutive failures before a live but unhealthy child is restarted
+    verify_stores: bool = True     # refuse to start on a damaged memory or journal
 
     @property
     def run_dir(self) -> Path:
@@ -91,6 +92,75 @@ def read_state(home: Path) -> dict | None:
         return None
 
 
+#: What each kind of child runs as: ``python -m MODULE``.  Used to tell a pid from
+#: the state file that is still one of ours from a pid the system has reused.
+CHILD_MODULES = ("bus", "agents", "neural.pool")
+
+
+def cmdline(pid: int) -> list[str]:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return []
+
+
+def is_our_child(pid: int, run_dir: Path) -> bool:
+    """True if ``pid`` is alive and is a swarm process of the swarm in ``run_dir``."""
+    if not isinstance(pid, int) or not pid_alive(pid):
+        return False
+    args = cmdline(pid)
+    if "-m" not in args or args[args.index("-m") + 1:args.index("-m") + 2] == []:
+        return False
+    module = args[args.index("-m") + 1]
+    return module in CHILD_MODULES and any(str(run_dir) in a for a in args)
+
+
+def leftover_children(home: Path) -> dict[str, int]:
+    """Swarm processes the state file names that are alive although their launcher is
+    not (it was killed with SIGKILL before bus/lifeline.py existed, or is mid-crash)."""
+    state = read_state(home)
+    if not state or pid_alive(state.get("launcher_pid")):
+        return {}
+    run_dir = Path(state.get("home", home)) / "run"
+    return {name: pid for name, pid in (state.get("pids") or {}).items() if is_our_child(pid, run_dir)}
+
+
+def kill_children(pids: dict[str, int], grace: float = 10.0) -> None:
+    """TERM, then KILL after ``grace`` seconds, the given processes (not our children:
+    we cannot wait() for them, so we poll)."""
+    for pid in pids.values():
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(pid_alive(p) for p in pids.values()):
+        time.sleep(0.1)
+    for pid in pids.values():
+        if pid_alive(pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def check_stores(home: Path) -> None:
+    """LaunchError if the memory or the journal is damaged: starting on it would spread
+    the damage (and LMDB may abort the processes that read it)."""
+    from store.verify import verify
+    for name in ("memory", "journal"):
+        path = home / name
+        if not (path / "data.mdb").exists():
+            continue
+        report = verify(str(path))
+        if not report.ok:
+            problems = "; ".join(report.problems[:3]) or f"{len(report.damaged_keys)} damaged entries"
+            raise LaunchError(f"the {name} store at {path} is damaged ({problems}). "
+                              f"See what is damaged with: orchflow memory verify {path}; "
+                              f"copy what is readable with: orchflow memory salvage {path} NEW_DIR")
+
+
 def swarm_running(home: Path) -> dict | None:
     """The state of a live swarm under ``home``, or None (a stale state file counts as none)."""
     state = read_state(home)
@@ -109,8 +179,9 @@ def swarm_running(home: Path) -> dict | None:
 class Supervisor:
     def __init__(self, config: SwarmConfig) -> None:
         self.config = config
-        self.group = ProcessGroup(config.run_dir, log_dir=config.home / "logs")
-        (config.home / "logs").mkdir(parents=True, exist_ok=True)
+        (config.home / "logs").mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(config.home / "logs", 0o700)  # logs may name tasks and hosts: owner only
+        self.group = ProcessGroup(config.run_dir, log_dir=config.home / "logs", lifeline=True)
         self.endpoints: Endpoints = self.group.endpoints
         self.children: dict[str, Child] = {}
         self._stop = threading.Event()
@@ -145,6 +216,13 @@ class Supervisor:
         if swarm_running(cfg.home):
             raise LaunchError(f"a swarm is already running under {cfg.home} (see {cfg.state_file}); "
                               f"stop it with: orchflow-launch stop")
+        leftover = leftover_children(cfg.home)
+        if leftover:
+            raise LaunchError(f"processes of an earlier swarm under {cfg.home} are still running "
+                              f"({', '.join(f'{n} pid {p}' for n, p in leftover.items())}); "
+                              f"stop them with: orchflow-launch stop")
+        if cfg.verify_stores:
+            check_stores(cfg.home)
         os.chmod(cfg.run_dir, 0o700)
         journal = str(cfg.home / "journal")
         memory = str(cfg.home / "memory")
@@ -169,6 +247,7 @@ class Supervisor:
     def _add(self, name: str, start: Callable[[], object]) -> None:
         self.children[name] = Child(name, start, started=time.monotonic())
         start()
+        self._write_state()  # at once: a launcher killed mid-start still names its children
 
     def _write_state(self) -> None:
         state = {"version": VERSION, "launcher_pid": os.getpid(), "started": time.time(),
@@ -178,7 +257,9 @@ class Supervisor:
                                "backend_tcp": f"tcp://{self.config.tcp}" if self.config.tcp else None},
                  "pids": {name: proc.pid for name, proc in self.group.procs.items()}}
         tmp = self.config.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2))
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(state, indent=2))
         os.replace(tmp, self.config.state_file)  # readers never see half a file
 
     # ------------------------------------------------------------------ supervise
@@ -242,7 +323,11 @@ class Supervisor:
             return
         child.restarts.append(time.monotonic())
         child.started = time.monotonic()
-        proc = child.start()
+        try:
+            proc = child.start()
+        except Exception as exc:  # noqa: BLE001 - e.g. a broker that exits at once: count it, keep supervising
+            log.error("%s did not restart: %s", child.name, exc)
+            return
         self._write_state()
         self._publish("agent.restarted", {"name": child.name, "exit_code": code, "restarts": len(child.restarts),
                                           "pid": getattr(proc, "pid", None), "ts": time.time()})

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from agents.runtime import Agent, TaskContext
+from bus.lifeline import die_with_parent
 from store import Memory
 
 from .data import TrainingData
@@ -251,6 +252,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--kinds", default=None, help="ignored; neural kinds are fixed")
     ap.add_argument("--no-batching", action="store_true", help="evaluate run requests one by one (for benchmarks)")
     args = ap.parse_args(argv)
+    die_with_parent()  # never outlive orchflow-launch
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     agent = Agent(args.endpoint, name=args.name, capacity=args.capacity, heartbeat_interval=args.heartbeat)
     NeuralWorker(ModelRegistry(Memory(args.memory))).register(agent, batching=not args.no_batching)
