@@ -288,7 +288,7 @@ class Broker:
             elif command is Command.FETCH:
                 self._on_fetch(identity, P.parse_id_list(body, "FETCH"))
             elif command is Command.STATUS:
-                self._reply_status(identity, P.parse_id_list(body or {}, "STATUS"))
+                self._reply_status(identity, P.parse_id_list(body or {}, "STATUS", required=False))
             elif command is Command.WORKFLOW:
                 self._on_workflow(identity, body)
         except ProtocolError as exc:
@@ -785,9 +785,12 @@ class Broker:
                     self._send(self.frontend, identity, P.client_message(Command.ACCEPTED, ids))
             self._acks.clear()
         if self._results:
+            result = P.command_byte(Command.RESULT)
             for identity, outcomes in self._results.items():
-                if outcomes:
-                    self._send(self.frontend, identity, P.client_message(Command.RESULT, outcomes))
+                if outcomes:  # cut under the client's limit: 4 results of 5 MB are 2 messages, not 1 dropped
+                    bodies, alone = P.batches_under(outcomes, P.MAX_BODY)
+                    for body in bodies + [P.pack([o]) for o, _ in alone]:
+                        self._send(self.frontend, identity, [P.CLIENT, result, body])
             self._results.clear()
 
     def _send_assignments(self, agent: AgentRecord, batch: list[dict], now_m: float) -> None:

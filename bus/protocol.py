@@ -441,13 +441,14 @@ def parse_max_body(body: Any) -> int:
     return value
 
 
-def parse_id_list(body: Any, what: str) -> list[str]:
-    """CANCEL/FETCH/STATUS bodies: ``{"ids": [str, ...]}``."""
+def parse_id_list(body: Any, what: str, required: bool = True) -> list[str]:
+    """CANCEL/FETCH/STATUS bodies: ``{"ids": [str, ...]}``; CANCEL and FETCH must name
+    at least one task (an empty one would get no answer at all)."""
     if not isinstance(body, dict):
         raise ProtocolError("bad-body", f"{what} body must be a map with an 'ids' list")
     ids = body.get("ids", [])
-    if not isinstance(ids, list) or len(ids) > MAX_IDS:
-        raise ProtocolError("bad-field", f"{what} 'ids' must be a list of at most {MAX_IDS} task ids")
+    if not isinstance(ids, list) or len(ids) > MAX_IDS or (required and not ids):
+        raise ProtocolError("bad-field", f"{what} 'ids' must be a list of {int(required)}..{MAX_IDS} task ids")
     for task_id in ids:
         _text(task_id, "ids", MAX_ID_BYTES)
     return ids

@@ -37,7 +37,10 @@ from .errors import CorruptStore, StoreError
 T = TypeVar("T")
 _U64 = struct.Struct(">Q")
 
-DEFAULT_MAP_SIZE = 64 * 1024 * 1024
+#: The first map of a new environment; it grows (doubling) as the data does, so this
+#: only sets how often that happens.  ``ORCHFLOW_MAP_SIZE`` (bytes) overrides it, which
+#: is how the chaos test drives stores through many doublings with little data.
+DEFAULT_MAP_SIZE = int(os.environ.get("ORCHFLOW_MAP_SIZE") or 64 * 1024 * 1024)
 MAX_DBS = 16
 LOCK_NAME = "map.lock"
 

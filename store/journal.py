@@ -65,8 +65,10 @@ def _lock_exclusively(path: str) -> int:
 
 
 class TaskJournal(Journal):
-    def __init__(self, path: str | None = None, sync: bool = True, map_size: int = 256 * 1024 * 1024,
+    def __init__(self, path: str | None = None, sync: bool = True, map_size: int | None = None,
                  exclusive: bool = True) -> None:
+        if map_size is None:  # the journal starts bigger than the memory: it is written on every task
+            map_size = int(os.environ.get("ORCHFLOW_MAP_SIZE") or 256 * 1024 * 1024)
         self.path = os.path.abspath(path or os.path.join(E.orchflow_home(), "journal"))
         os.makedirs(self.path, mode=0o700, exist_ok=True)
         self._lock_fd = _lock_exclusively(self.path) if exclusive else None

@@ -61,10 +61,17 @@ class Report:
 
 
 def _open_readonly(path: str) -> lmdb.Environment:
-    return lmdb.open(path, readonly=True, lock=False, max_dbs=16, subdir=True, create=False)
+    """Read-only, but *with* the lock table: a reader the writers cannot see (lock=False)
+    has its pages freed and reused under it while the swarm runs, and reports
+    MDB_PAGE_NOTFOUND for a healthy store.  Without a usable lock file (read-only
+    media, a damaged lock.mdb) it falls back to a lock-free read of a quiet store."""
+    try:
+        return lmdb.open(path, readonly=True, lock=True, max_dbs=16, subdir=True, create=False)
+    except lmdb.Error:
+        return lmdb.open(path, readonly=True, lock=False, max_dbs=16, subdir=True, create=False)
 
 
-def _walk(path: str) -> Report:
+def _walk(path: str, retry: bool = True) -> Report:
     """The in-process walk (run it in a child: see the module docstring)."""
     report = Report(path)
     try:
@@ -93,6 +100,11 @@ def _walk(path: str) -> Report:
                             report.damaged_keys.append(key.replace(b"\0", b"/").decode(errors="replace"))
                 report.databases[name.decode(errors="replace")] = count
                 report.entries += count
+    except lmdb.MapResizedError:
+        if not retry:
+            raise
+        env.close()
+        return _walk(path, retry=False)  # a writer grew the file between our open and begin
     except lmdb.Error as exc:
         report.damage(f"{type(exc).__name__}: {exc}")
     finally:

@@ -1,0 +1,61 @@
+"""Raw OFP peers for tests that must send what the SDKs never would."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import zmq
+
+from bus import protocol as P
+from bus.protocol import Command
+
+
+class RawPeer:
+    """A DEALER speaking OFP by hand: ``send`` any frames, ``expect`` a command."""
+
+    def __init__(self, endpoint: str, signature: bytes) -> None:
+        self.signature = signature
+        self.sock = zmq.Context.instance().socket(zmq.DEALER)
+        self.sock.linger = 0
+        self.sock.connect(endpoint)
+
+    def send(self, command: Command, body: Any = None, raw: bytes | None = None) -> None:
+        frames = P.message(self.signature, command, body)
+        if raw is not None:
+            frames[2] = raw
+        self.sock.send_multipart(frames)
+
+    def recv(self, timeout: float = 5.0) -> tuple[Command, Any] | None:
+        if not self.sock.poll(timeout * 1000):
+            return None
+        return P.parse(self.sock.recv_multipart(), self.signature, max_body=P.MAX_FRAME)
+
+    def expect(self, command: Command, timeout: float = 5.0) -> Any:
+        """The body of the next ``command`` message; skips heartbeats; fails on timeout."""
+        deadline = time.monotonic() + timeout
+        seen = []
+        while time.monotonic() < deadline:
+            got = self.recv(max(0.0, deadline - time.monotonic()))
+            if got is None:
+                break
+            if got[0] is command:
+                return got[1]
+            if got[0] is not Command.HEARTBEAT:
+                seen.append(got)
+        raise AssertionError(f"no {command.name} within {timeout}s; got {seen}")
+
+    def drain(self, timeout: float = 0.3) -> list[tuple[Command, Any]]:
+        out = []
+        while (got := self.recv(timeout)) is not None:
+            out.append(got)
+        return out
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+    def __enter__(self) -> "RawPeer":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
