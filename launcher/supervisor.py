@@ -184,6 +184,7 @@ class Supervisor:
         self.group = ProcessGroup(config.run_dir, log_dir=config.home / "logs", lifeline=True)
         self.endpoints: Endpoints = self.group.endpoints
         self.children: dict[str, Child] = {}
+        self.ready = False  # in the state file: every child started and registered
         self._stop = threading.Event()
         self._outbox: "queue.Queue[tuple[str, dict] | None]" = queue.Queue()
         self._publisher = threading.Thread(target=self._publish_loop, name="supervisor-events", daemon=True)
@@ -242,6 +243,7 @@ class Supervisor:
                 f"neural{i}", capacity=256, module="neural.pool", heartbeat=cfg.heartbeat,
                 extra=["--memory", memory]))
         self.group.wait_agents(cfg.agents + cfg.neural_workers)
+        self.ready = True
         self._write_state()
 
     def _add(self, name: str, start: Callable[[], object]) -> None:
@@ -250,7 +252,7 @@ class Supervisor:
         self._write_state()  # at once: a launcher killed mid-start still names its children
 
     def _write_state(self) -> None:
-        state = {"version": VERSION, "launcher_pid": os.getpid(), "started": time.time(),
+        state = {"version": VERSION, "launcher_pid": os.getpid(), "started": time.time(), "ready": self.ready,
                  "home": str(self.config.home),
                  "endpoints": {"frontend": self.endpoints.frontend, "backend": self.endpoints.backend,
                                "events_in": self.endpoints.events_in, "events": self.endpoints.events,

@@ -33,7 +33,8 @@ def launched(run_dir):
                             stderr=subprocess.STDOUT, start_new_session=True)
     state_file = os.path.join(home, "run", "state.json")
     try:
-        wait_for(lambda: os.path.exists(state_file), 20, "the state file")
+        wait_for(lambda: os.path.exists(state_file) and json.load(open(state_file)).get("ready"), 30,
+                 "the state file of a ready swarm")
         yield env, proc, state_file
     finally:
         if proc.poll() is None:
