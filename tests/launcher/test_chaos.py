@@ -194,6 +194,7 @@ def test_kill_anything_lose_nothing():
         assert processes_of(home) == []
         for store in ("memory", "journal"):
             size = os.path.getsize(os.path.join(home, store, "data.mdb"))
+            print(f"{store}: data.mdb {size / 2 ** 20:.1f} MiB = {size / FIRST_MAP:.0f} x the first map")
             assert size >= 8 * FIRST_MAP, f"{store} grew to {size} bytes: fewer than three doublings"
             if MDB_STAT:
                 check = subprocess.run([MDB_STAT, "-a", os.path.join(home, store)], capture_output=True, text=True)
