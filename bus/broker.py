@@ -15,6 +15,7 @@ import heapq
 import itertools
 import logging
 import os
+import secrets
 import signal
 import threading
 import time
@@ -24,6 +25,7 @@ from typing import Any
 import zmq
 
 from . import protocol as P
+from .auth import UNRESTRICTED_LOCAL, Gatekeeper, KeyRing, Principal
 from .endpoints import Endpoints
 from .errors import ProtocolError
 from .events import DEFAULT_EVENT_HWM, EventProxy, EventPublisher
@@ -39,6 +41,7 @@ log = logging.getLogger("orchflow.broker")
 
 #: Messages read from one socket per loop turn before the others get a go.
 DRAIN_BATCH = 512
+_RESULTS = (Command.DONE, Command.FAILED, Command.PROGRESS)
 
 
 @dataclass
@@ -53,7 +56,10 @@ class BrokerConfig:
     event_hwm: int = DEFAULT_EVENT_HWM
     result_ttl: float = 3600.0
     compact_interval: float = 60.0
-    backend_tcp: str | None = None  # extra agent endpoint for remote agents; only when asked for
+    backend_tcp: str | None = None   # remote agents, tcp+CURVE; only when asked for
+    frontend_tcp: str | None = None  # remote clients, tcp+CURVE
+    events_tcp: str | None = None    # remote event subscribers, tcp+CURVE, per-project topics
+    keys_home: str | None = None     # $ORCHFLOW_HOME whose keys/ names every identity (needed for tcp)
     retrain_interval: float = 30.0  # learned routing: at most this often, ask the neural pool to retrain
     retrain_min_outcomes: int = 50  # ... and only when this many new outcomes were recorded
 
@@ -77,6 +83,12 @@ class AgentRecord:
     completed: int = 0
     max_body: int = P.MAX_BODY      # the largest TASK body it takes (READY ``max_body``, 1.1)
     reports_running: bool = False   # its HEARTBEATs list what it runs: the dispatch lease (1.1)
+    principal: Principal = UNRESTRICTED_LOCAL  # whose key it connected with: what it may serve
+
+    @property
+    def assignee(self) -> str:
+        """How the journal names it: identity and agent name, stable across restarts."""
+        return f"{self.principal.name}/{self.name}"
 
     @property
     def free(self) -> int:
@@ -102,6 +114,8 @@ class Counters:
     router_errors: int = 0    # routing-model failures answered by least-loaded
     oversize: int = 0         # tasks failed because an assignment or a result exceeded a limit
     lease_expired: int = 0    # in-flight tasks requeued because their agent no longer listed them
+    forbidden: int = 0        # requests refused because the sender's identity may not make them
+    unassigned_results: int = 0  # DONE/FAILED/PROGRESS for a task the sender does not hold
 
 
 class Broker:
@@ -138,6 +152,12 @@ class Broker:
         self._next_retrain = time.monotonic() + config.retrain_interval
         self._fallback_router = LeastLoaded()
         self._told_to_register: dict[bytes, float] = {}  # identity -> when we last sent it DISCONNECT
+        remote = config.frontend_tcp or config.backend_tcp or config.events_tcp
+        if remote and not config.keys_home:
+            raise ValueError("tcp endpoints need keys_home: identities decide who may connect")
+        self.keyring = KeyRing(config.keys_home) if config.keys_home else None
+        self.gate = Gatekeeper(self.keyring) if self.keyring is not None else None
+        self.remote_events = None
 
     # ------------------------------------------------------------------ setup
 
@@ -145,11 +165,18 @@ class Broker:
         cfg = self.config
         self.frontend = self._router_socket(cfg.frontend)
         self.backend = self._router_socket(cfg.backend)
-        if cfg.backend_tcp:
-            self.backend.bind(cfg.backend_tcp)
+        if self.gate is not None:  # CURVE only, on listeners of their own; ipc stays as bound
+            if cfg.frontend_tcp:
+                self.gate.bind_tcp(self.frontend, cfg.frontend_tcp)
+            if cfg.backend_tcp:
+                self.gate.bind_tcp(self.backend, cfg.backend_tcp)
         self.proxy = EventProxy(cfg.events_in, cfg.events_out, cfg.event_hwm)
         self.proxy.start()
         self.events = EventPublisher(self.proxy.ctx, self.proxy.inproc, cfg.event_hwm)  # inproc: same context
+        if cfg.events_tcp and self.gate is not None:
+            from .remote_events import RemoteEvents
+            self.remote_events = self.events.remote = RemoteEvents(self.ctx, cfg.events_tcp, self.gate,
+                                                                   cfg.event_hwm)
         self._replay()
         self._bound = True
 
@@ -216,6 +243,11 @@ class Broker:
         poller.register(self.frontend, zmq.POLLIN)
         poller.register(self.backend, zmq.POLLIN)
         poller.register(self.events.sock, zmq.POLLIN)
+        if self.remote_events is not None:
+            poller.register(self.remote_events.sock, zmq.POLLIN)
+        monitors = self.gate.monitors if self.gate is not None else []
+        for mon in monitors:
+            poller.register(mon, zmq.POLLIN)
         # Liveness is checked ten times per heartbeat interval, so a silent agent is
         # declared lost at most interval/10 after its liveness window closes.
         tick = self.config.heartbeat_interval / 10
@@ -228,6 +260,11 @@ class Broker:
                 ready = dict(poller.poll(min(timeout, 0.25) * 1000))
                 if self.events.sock in ready:
                     self.events.on_subscription()
+                if self.remote_events is not None and self.remote_events.sock in ready:
+                    self.remote_events.on_subscription()
+                for mon in monitors:
+                    if mon in ready:
+                        self.gate.on_monitor(mon)
                 if self.frontend in ready:
                     self._drain(self.frontend, self._on_client)
                 if self.backend in ready:
@@ -236,6 +273,8 @@ class Broker:
                 if self._deadlines:
                     self._expire(time.time())
                 if now_m >= next_tick:
+                    if self.keyring is not None:
+                        self.keyring.refresh()  # `orchflow keys revoke` takes effect within a second
                     self._heartbeat(now_m)
                     self._maybe_retrain(now_m)
                     next_tick = now_m + tick
@@ -254,6 +293,10 @@ class Broker:
             self.journal.commit()
         finally:
             if self._bound:
+                if self.remote_events is not None:
+                    self.remote_events.close()
+                if self.gate is not None:
+                    self.gate.close()
                 self.events.close()
                 self.proxy.stop()
                 self.frontend.close(linger=0)
@@ -262,12 +305,23 @@ class Broker:
             self.journal.close()
 
     def _drain(self, sock: zmq.Socket, handler) -> None:
-        try_recv = P.try_recv
+        """Read up to DRAIN_BATCH messages, each with the Principal that sent it: over
+        TCP the ZAP User-Id libzmq stamped on it, over ipc the local user."""
+        if self.gate is None:
+            try_recv = P.try_recv
+            for _ in range(DRAIN_BATCH):
+                frames = try_recv(sock)
+                if frames is None:
+                    return
+                handler(frames, UNRESTRICTED_LOCAL)
+            return
+        try_recv_with_user, principal_of = P.try_recv_with_user, self.gate.principal_of
         for _ in range(DRAIN_BATCH):
-            frames = try_recv(sock)
-            if frames is None:
+            got = try_recv_with_user(sock)
+            if got is None:
                 return
-            handler(frames)
+            frames, user = got
+            handler(frames, principal_of(user))
 
     def _next_deadline_monotonic(self, now_m: float) -> float:
         if not self._deadlines:
@@ -276,39 +330,67 @@ class Broker:
 
     # ------------------------------------------------------------------ clients
 
-    def _on_client(self, frames: list[bytes]) -> None:
+    def _on_client(self, frames: list[bytes], who: Principal | None) -> None:
         identity = frames[0]
         body = None
         try:
+            if who is None or not who.is_client:
+                raise self._forbidden("this identity was revoked" if who is None
+                                      else f"identity {who.name!r} is an agent key, not a client key")
             command, body = P.parse(frames[1:], P.CLIENT, P.CLIENT_COMMANDS, self.config.max_body)
             if command is Command.SUBMIT:
-                self._on_submit(identity, body)
+                self._on_submit(identity, body, who)
             elif command is Command.CANCEL:
-                self._on_cancel(identity, P.parse_id_list(body, "CANCEL"))
+                self._on_cancel(identity, P.parse_id_list(body, "CANCEL"), who)
             elif command is Command.FETCH:
-                self._on_fetch(identity, P.parse_id_list(body, "FETCH"))
+                self._on_fetch(identity, P.parse_id_list(body, "FETCH"), who)
             elif command is Command.STATUS:
-                self._reply_status(identity, P.parse_id_list(body or {}, "STATUS", required=False))
+                self._reply_status(identity, P.parse_id_list(body or {}, "STATUS", required=False), who)
             elif command is Command.WORKFLOW:
-                self._on_workflow(identity, body)
+                self._on_workflow(identity, body, who)
         except ProtocolError as exc:
-            self.counters.malformed_frontend += 1
+            if exc.code != "forbidden":
+                self.counters.malformed_frontend += 1
             ids = None
             if isinstance(body, list):  # name the rejected tasks so pipelining clients can tell
                 ids = [e["id"] for e in body if isinstance(e, dict) and isinstance(e.get("id"), str)]
             self._errors.append((self.frontend, identity, P.error_body(exc.code, exc.message, ids)))
 
-    def _on_submit(self, identity: bytes, body: Any) -> None:
+    def _forbidden(self, message: str) -> ProtocolError:
+        self.counters.forbidden += 1
+        return ProtocolError("forbidden", message)
+
+    def _check_project(self, who: Principal, project: str) -> None:
+        if not who.may_act_for(project):
+            raise self._forbidden(f"identity {who.name!r} may act for {who.describe_projects()}, "
+                                  f"not project {project!r}")
+
+    def _new_id(self) -> str:
+        """Broker-made ids are 96 random bits: knowing one says nothing of the next."""
+        return secrets.token_hex(12)
+
+    def _existing(self, task_id: str, client_made: bool) -> Task | None:
+        existing = self.tasks.get(task_id) or self.recent.get(task_id)
+        if existing is None and client_made:
+            existing = self._journaled_final(task_id)
+        return existing
+
+    def _on_submit(self, identity: bytes, body: Any, who: Principal) -> None:
         if not isinstance(body, list) or not 0 < len(body) <= P.MAX_BATCH:
             raise ProtocolError("bad-body", f"SUBMIT body must be a list of 1..{P.MAX_BATCH} tasks")
         specs = [P.parse_submission(e) for e in body]  # all-or-nothing: validate first
+        found: dict[str, Task] = {}
+        for spec in specs:  # ... and authorize first: a refused batch changes nothing
+            self._check_project(who, spec.project)
+            if spec.id is not None and (existing := self._existing(spec.id, True)) is not None:
+                if existing.project != spec.project or not who.may_act_for(existing.project):
+                    raise self._forbidden(f"task id {spec.id!r} is taken")
+                found[spec.id] = existing
         now = time.time()
         acks = self._acks.setdefault(identity, [])
         for spec in specs:
-            task_id = spec.id or f"{self._id_prefix}-{next(self._id_counter)}"
-            existing = self.tasks.get(task_id) or self.recent.get(task_id)
-            if existing is None and spec.id is not None:
-                existing = self._journaled_final(task_id)
+            existing = found.get(spec.id) if spec.id is not None else None
+            task_id = spec.id or self._new_id()
             if existing is not None:  # idempotent resubmission after a lost ack
                 self.counters.duplicates += 1
                 if identity not in existing.watchers:
@@ -319,6 +401,7 @@ class Broker:
                     acks.append(task_id)
                 continue
             task = Task.from_spec(spec, task_id, now)
+            task.owner = who.name
             task.watchers.append(identity)
             self.counters.submitted += 1
             self.journal.write(task)
@@ -340,20 +423,21 @@ class Broker:
         self.recent[task_id] = task
         return task
 
-    def _on_workflow(self, identity: bytes, body: Any) -> None:
+    def _on_workflow(self, identity: bytes, body: Any, who: Principal) -> None:
         spec = P.parse_workflow(body)
-        wf_id = spec.id or f"wf-{self._id_prefix}-{next(self._id_counter)}"
-        existing = self.tasks.get(wf_id) or self.recent.get(wf_id)
-        if existing is None and spec.id is not None:
-            existing = self._journaled_final(wf_id)
+        self._check_project(who, spec.project)
+        wf_id = spec.id or f"wf-{self._new_id()}"
+        existing = self._existing(wf_id, spec.id is not None)
         if existing is not None:  # idempotent resubmission
+            if existing.project != spec.project or not who.may_act_for(existing.project):
+                raise self._forbidden(f"workflow id {wf_id!r} is taken")
             self.counters.duplicates += 1
             if identity not in existing.watchers:
                 existing.watchers.append(identity)
             if existing.state in State.FINAL:
                 self._results.setdefault(identity, []).append(existing.outcome())
         else:
-            self.workflow_engine.create(spec, wf_id, identity)
+            self.workflow_engine.create(spec, wf_id, identity, owner=who.name)
         self._acks.setdefault(identity, []).append(wf_id)
 
     def _enqueue(self, task: Task, front: bool = False) -> None:
@@ -366,16 +450,21 @@ class Broker:
         if task.deadline is not None and not front:
             heapq.heappush(self._deadlines, (task.deadline, next(self._seq), task.id))
 
-    def _on_cancel(self, identity: bytes, ids: list[str]) -> None:
-        unknown = []
+    def _on_cancel(self, identity: bytes, ids: list[str], who: Principal) -> None:
+        unknown, forbidden = [], []
         for task_id in ids:
             task = self.tasks.get(task_id)
             if task is None:
                 final = self.recent.get(task_id)
-                if final is not None:
-                    self._results.setdefault(identity, []).append(final.outcome())
-                else:
+                if final is None:
                     unknown.append(task_id)
+                elif not who.may_act_for(final.project):
+                    forbidden.append(task_id)
+                else:
+                    self._results.setdefault(identity, []).append(final.outcome())
+                continue
+            if not who.may_act_for(task.project):
+                forbidden.append(task_id)
                 continue
             if identity not in task.watchers:
                 task.watchers.append(identity)
@@ -384,31 +473,51 @@ class Broker:
                 self.workflow_engine.cancel(wf)
                 continue
             self._finish(task, State.CANCELLED, error="cancelled by client")
-        if unknown:
-            self._errors.append((self.frontend, identity, P.error_body("unknown-task", "no such live task", unknown)))
+        self._refuse_ids(identity, who, unknown, forbidden, "no such live task")
 
-    def _on_fetch(self, identity: bytes, ids: list[str]) -> None:
-        unknown = []
+    def _refuse_ids(self, identity: bytes, who: Principal, unknown: list[str], forbidden: list[str],
+                    unknown_message: str) -> None:
+        if unknown:
+            self._errors.append((self.frontend, identity, P.error_body("unknown-task", unknown_message, unknown)))
+        if forbidden:
+            self.counters.forbidden += 1
+            self._errors.append((self.frontend, identity, P.error_body(
+                "forbidden", f"identity {who.name!r} may act for {who.describe_projects()}; "
+                             f"these tasks belong to another project", forbidden)))
+
+    def _on_fetch(self, identity: bytes, ids: list[str], who: Principal) -> None:
+        unknown, forbidden = [], []
         out = self._results.setdefault(identity, [])
         for task_id in ids:
             task = self.tasks.get(task_id)
             if task is not None:
-                if identity not in task.watchers:
+                if not who.may_act_for(task.project):
+                    forbidden.append(task_id)
+                elif identity not in task.watchers:
                     task.watchers.append(identity)
                 continue
             final = self.recent.get(task_id)
             if final is not None:
-                out.append(final.outcome())
+                if who.may_act_for(final.project):
+                    out.append(final.outcome())
+                else:
+                    forbidden.append(task_id)
                 continue
             rec = self.journal.lookup(task_id)
             if rec is not None and rec.get("state") in State.FINAL:
-                out.append(outcome_of_record(rec))
+                if who.may_act_for(rec.get("project", "default")):
+                    out.append(outcome_of_record(rec))
+                else:
+                    forbidden.append(task_id)
             else:
                 unknown.append(task_id)
-        if unknown:
-            self._errors.append((self.frontend, identity, P.error_body("unknown-task", "no such task", unknown)))
+        self._refuse_ids(identity, who, unknown, forbidden, "no such task")
 
-    def status(self, ids: list[str] | None = None) -> dict[str, Any]:
+    def status(self, ids: list[str] | None = None, who: Principal = UNRESTRICTED_LOCAL) -> dict[str, Any]:
+        """The swarm as ``who`` may see it: a client bound to projects sees their tasks
+        and workflows only (agents, queue lengths and counters are the swarm's)."""
+        workflows = {wid: wf.public() for wid, wf in self.workflow_engine.workflows.items()
+                     if who.may_act_for(wf.record.project)}
         body: dict[str, Any] = {
             "version": P.VERSION,
             "uptime": time.time() - self.started,
@@ -419,32 +528,47 @@ class Broker:
             "counters": vars(self.counters).copy(),
             "events_dropped": self.events.dropped,
             "quarantined": self.counters.quarantined,
-            "workflows": {wid: wf.public() for wid, wf in self.workflow_engine.workflows.items()},
+            "workflows": workflows,
         }
+        if self.gate is not None:
+            body["auth"] = self.gate.stats()
         if ids:
-            states = {}
+            states, forbidden = {}, []
             for task_id in ids:
                 task = self.tasks.get(task_id) or self.recent.get(task_id)
-                if task is None:
-                    rec = self.journal.lookup(task_id)
-                    states[task_id] = rec.get("state") if rec else None
-                else:
-                    states[task_id] = task.state
+                rec = self.journal.lookup(task_id) if task is None else None
+                project = task.project if task is not None else (rec or {}).get("project", "default")
+                if (task is not None or rec is not None) and not who.may_act_for(project):
+                    forbidden.append(task_id)
+                    states[task_id] = None
+                    continue
+                states[task_id] = task.state if task is not None else (rec.get("state") if rec else None)
                 if task is not None and task.kind == WORKFLOW_KIND and task_id not in body["workflows"]:
                     payload = task.payload if isinstance(task.payload, dict) else {}
                     body["workflows"][task_id] = {"state": task.state, "strategy": payload.get("strategy"),
                                                   "steps": payload.get("state", {})}
             body["tasks"] = states
+            if forbidden:
+                self.counters.forbidden += 1
+                body["forbidden"] = forbidden
         return body
 
-    def _reply_status(self, identity: bytes, ids: list[str]) -> None:
-        self._send(self.frontend, identity, P.client_message(Command.STATUS_REPLY, self.status(ids)))
+    def _reply_status(self, identity: bytes, ids: list[str], who: Principal) -> None:
+        self._send(self.frontend, identity, P.client_message(Command.STATUS_REPLY, self.status(ids, who)))
 
     # ------------------------------------------------------------------ agents
 
-    def _on_agent(self, frames: list[bytes]) -> None:
+    def _on_agent(self, frames: list[bytes], who: Principal | None) -> None:
         identity = frames[0]
         agent = self.agents.get(identity)
+        if who is None or (agent is not None and agent.principal.name != who.name):
+            # Revoked since it connected, or another key behind a known routing id.
+            self.counters.forbidden += 1
+            if who is None and agent is not None:
+                self._lose_agent(agent, "identity revoked")
+            self._errors.append((self.backend, identity, P.error_body(
+                "forbidden", "this identity was revoked" if who is None else "not this agent's identity")))
+            return
         if agent is not None:  # any message, even a malformed one, is a sign of life (5.2)
             agent.expires = time.monotonic() + self.config.heartbeat_interval * self.config.heartbeat_liveness
         command = None
@@ -455,29 +579,33 @@ class Broker:
             if len(frames[-1]) > self.config.max_body and command not in (Command.DONE, Command.FAILED):
                 raise P.PayloadTooLarge(len(frames[-1]), self.config.max_body)
             if command is Command.READY:
-                self._on_ready(identity, body)
+                self._on_ready(identity, body, who)
                 return
             if command is Command.DISCONNECT:
                 if agent is not None:
                     self._lose_agent(agent, "agent disconnected")
                 return
-            if agent is None:
+            # Validate before asking who sent it: a malformed body earns its ERROR either way.
+            entries = P.parse_outcomes(body, command.name) if command in _RESULTS else None
+            running = P.parse_heartbeat(body) if command is Command.HEARTBEAT else None
+            if agent is None:  # results of a stranger count for nothing (we may have restarted)
                 self._tell_to_register(identity)
+                if entries is not None:
+                    self.counters.unassigned_results += 1
+                return
             if command is Command.DONE:
-                entries = P.parse_outcomes(body, "DONE")
                 if len(frames[-1]) > self.config.max_body:
-                    entries = self._fail_oversize_results(entries)
+                    entries = self._fail_oversize_results(agent, entries)
                 self._on_done(agent, entries)
             elif command is Command.FAILED:
-                self._on_failed(agent, P.parse_outcomes(body, "FAILED"))
+                self._on_failed(agent, entries)
             elif command is Command.PROGRESS:
-                self._on_progress(agent, P.parse_outcomes(body, "PROGRESS"))
-            elif command is Command.HEARTBEAT:
-                running = P.parse_heartbeat(body)
-                if running is not None and agent is not None:
-                    self._renew_lease(agent, running)
+                self._on_progress(agent, entries)
+            elif running is not None:
+                self._renew_lease(agent, running)
         except ProtocolError as exc:
-            self.counters.malformed_backend += 1
+            if exc.code != "forbidden":
+                self.counters.malformed_backend += 1
             self._errors.append((self.backend, identity, P.error_body(exc.code, exc.message)))
             if agent is None and command not in (None, Command.READY):
                 self._tell_to_register(identity)
@@ -490,7 +618,7 @@ class Broker:
             self._told_to_register[identity] = now_m
             self._send(self.backend, identity, P.agent_message(Command.DISCONNECT))
 
-    def _fail_oversize_results(self, entries: list[dict]) -> list[dict]:
+    def _fail_oversize_results(self, agent: AgentRecord, entries: list[dict]) -> list[dict]:
         """Keep the results a client can receive; the rest become FAILED with the reason."""
         limit = self.config.max_body
         kept = []
@@ -498,17 +626,11 @@ class Broker:
             size = len(P.pack(entry.get("result")))
             if size + 1024 > limit:
                 self.counters.oversize += 1
-                self._settle_failure(entry["id"], f"too-large: result of {size} bytes exceeds the "
-                                                  f"{limit}-byte limit on one message")
+                self._settle(agent, entry["id"], State.FAILED, None, f"too-large: result of {size} bytes "
+                             f"exceeds the {limit}-byte limit on one message", False)
             else:
                 kept.append(entry)
         return kept
-
-    def _settle_failure(self, task_id: str, error: str) -> None:
-        task = self.tasks.get(task_id)
-        if task is not None:
-            agent = self.agents.get(task.agent) if task.agent is not None else None
-            self._settle(agent, task_id, State.FAILED, None, error, False)
 
     def _renew_lease(self, agent: AgentRecord, running: list[str]) -> None:
         """An agent's HEARTBEAT lists what it runs; a task we dispatched to it more than
@@ -533,8 +655,13 @@ class Broker:
                 else:
                     self._finish(task, State.FAILED, error=f"{agent.name} no longer holds it; retries exhausted")
 
-    def _on_ready(self, identity: bytes, body: Any) -> None:
+    def _on_ready(self, identity: bytes, body: Any, who: Principal) -> None:  # noqa: C901
         name, kinds, capacity = P.parse_ready(body)
+        if not who.is_agent:
+            raise self._forbidden(f"identity {who.name!r} is a client key, not an agent key")
+        refused = [k for k in kinds if not who.may_serve(k)]
+        if refused:
+            raise self._forbidden(f"identity {who.name!r} may not serve kinds {refused}")
         running = P.parse_running(body) or []
         max_body = P.parse_max_body(body)
         now_m = time.monotonic()
@@ -543,46 +670,49 @@ class Broker:
             agent.capacity = capacity
             agent.max_body = max_body
         else:
-            agent = AgentRecord(identity, name, kinds, capacity, joined=time.time(), max_body=max_body)
+            agent = AgentRecord(identity, name, kinds, capacity, joined=time.time(), max_body=max_body,
+                                principal=who)
             self.agents[identity] = agent
             self._told_to_register.pop(identity, None)
             for kind in kinds:
                 self.by_kind.setdefault(kind, []).append(agent)
             self.counters.agents_joined += 1
             self.events.publish("agent.joined", {"name": name, "kinds": kinds, "capacity": capacity})
-            for task_id in running:  # work it kept across our restart stays with it
+            for task_id in running:  # work it kept across our restart stays with it ...
                 task = self.tasks.get(task_id)
-                if task is not None and task.state == State.QUEUED and task.agent is None and task.kind in kinds:
+                if (task is not None and task.state == State.QUEUED and task.agent is None
+                        and task.assignee == agent.assignee  # ... if the journal says it was given it
+                        and task.kind in kinds and who.may_act_for(task.project)):
                     self._start(task, agent, send=False)
         agent.expires = now_m + self.config.heartbeat_interval * self.config.heartbeat_liveness
         self._dirty.update(kinds)
 
-    def _on_done(self, agent: AgentRecord | None, entries: list[dict]) -> None:
+    def _on_done(self, agent: AgentRecord, entries: list[dict]) -> None:
         for entry in entries:
             self._settle(agent, entry["id"], State.DONE, entry.get("result"), None, False)
 
-    def _on_failed(self, agent: AgentRecord | None, entries: list[dict]) -> None:
+    def _on_failed(self, agent: AgentRecord, entries: list[dict]) -> None:
         for entry in entries:
             self._settle(agent, entry["id"], State.FAILED, None, P.describe_error(entry.get("error")),
                          entry.get("retry") is True)
 
-    def _settle(self, agent: AgentRecord | None, task_id: str, state: str, result: Any,
+    def _settle(self, agent: AgentRecord, task_id: str, state: str, result: Any,
                 error: str | None, retry: bool) -> None:
-        if self.outcomes is not None:
-            started = self._dispatched.pop(task_id, None)
-            task = self.tasks.get(task_id)
-            if started is not None and task is not None:
-                self.outcomes.record(task_id, task.kind, task.payload, started[1], time.monotonic() - started[0],
-                                     state == State.DONE)
-        if agent is not None and task_id in agent.inflight:
+        """An answer from ``agent``.  Only the agent the task is assigned to settles it:
+        anything else is a late answer after a re-dispatch, or a forgery."""
+        if task_id in agent.inflight:  # its credit comes back either way
             del agent.inflight[task_id]
             agent.completed += 1
             self._dirty.update(agent.kinds)
         task = self.tasks.get(task_id)
-        if task is None or (task.agent is not None and agent is not None and task.agent != agent.identity):
-            # Final already, unknown, or re-dispatched to someone else: first answer won.
+        if task is None or task.agent != agent.identity:
             self.counters.late_results += 1
             return
+        if self.outcomes is not None:
+            started = self._dispatched.pop(task_id, None)
+            if started is not None:
+                self.outcomes.record(task_id, task.kind, task.payload, started[1], time.monotonic() - started[0],
+                                     state == State.DONE)
         if state == State.DONE:
             self._finish(task, State.DONE, result=result)
         elif retry and task.attempts <= task.max_retries:
@@ -590,21 +720,25 @@ class Broker:
         else:
             self._finish(task, State.FAILED, error=error)
 
-    def _on_progress(self, agent: AgentRecord | None, entries: list[dict]) -> None:
+    def _on_progress(self, agent: AgentRecord, entries: list[dict]) -> None:
         if not self.events.wants("task.progress"):
             return
         for entry in entries:
             task = self.tasks.get(entry["id"])
-            if task is not None:
+            if task is not None and task.agent == agent.identity:
                 self.events.publish("task.progress", {"id": task.id, "kind": task.kind, "project": task.project,
                                                       "data": entry.get("data")})
+            else:
+                self.counters.unassigned_results += 1
 
     # ------------------------------------------------------------------ task life
 
     def _start(self, task: Task, agent: AgentRecord, send: bool = True) -> None:
         task.state = State.RUNNING
         task.agent = agent.identity
+        task.assignee = agent.assignee
         task.attempts += 1
+        self.journal.write(task)  # who holds it survives a restart: READY running may reclaim only that
         agent.inflight[task.id] = time.monotonic()
         if self.outcomes is not None:
             self._dispatched[task.id] = (time.monotonic(), agent.name)
@@ -612,13 +746,26 @@ class Broker:
         if not send and queue is not None:
             queue.forget()
         if send:
-            self._assign.setdefault(agent.identity, []).append(task.assignment())
+            entry = task.assignment()
+            entry["shared_write"] = self._may_write_shared(task.owner)
+            self._assign.setdefault(agent.identity, []).append(entry)
         self._publish("task.started", task, agent=agent.name)
+
+    def _may_write_shared(self, owner: str | None) -> bool:
+        """Whether the task's submitter may write the ``shared`` memory namespace: the
+        agent enforces it, the broker vouches for it (rights as of now, not of submit)."""
+        if self.keyring is None:
+            return True
+        if owner is None or owner == "local":
+            return self.keyring.local.shared_write
+        who = self.keyring.principal(owner)
+        return who is not None and who.shared_write
 
     def _requeue(self, task: Task, reason: str) -> None:
         self.counters.retried += 1
         task.state = State.QUEUED
         task.agent = None
+        task.assignee = None
         task.error = reason
         self.journal.write(task)
         self._enqueue(task, front=True)
@@ -732,17 +879,30 @@ class Broker:
             if not queue:
                 continue
             agents = [a for a in self.by_kind.get(kind, ()) if a.free > 0]
+            scoped = any(a.principal.restricted for a in agents)
+            passed: list[Task] = []  # tasks no free agent may serve: to the back, in their order
             while agents and queue.live:
                 task = queue.pop()
                 if task is None:
                     break
-                agent = self._choose(task, agents)
+                candidates = agents
+                if scoped:  # agent keys bound to projects see only those projects' tasks
+                    candidates = [a for a in agents if a.principal.may_act_for(task.project)]
+                    if not candidates:
+                        passed.append(task)
+                        if len(passed) >= DRAIN_BATCH:  # bounded work per turn; the rest waits
+                            self._dirty.add(kind)
+                            break
+                        continue
+                agent = self._choose(task, candidates)
                 if agent is None:  # held for a better, busy agent: back to the front until credit frees
                     queue.push(task, front=True)
                     break
                 self._start(task, agent)
                 if agent.free <= 0:
                     agents.remove(agent)
+            for task in passed:  # behind the rest: a pile of them cannot starve servable tasks
+                queue.push(task)
 
     def _choose(self, task: Task, agents: list[AgentRecord]) -> AgentRecord | None:
         """The router's pick; any router failure (a bad model, a bad prediction) is

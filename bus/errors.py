@@ -27,6 +27,10 @@ class PayloadTooLarge(ProtocolError):
         self.limit = limit
 
 
+class AuthError(BusError):
+    """Keys or identities that cannot be used: missing, malformed, or not allowed."""
+
+
 class BrokerUnavailable(BusError):
     """No broker answered in time; raised fast so the IDE never hangs."""
 

@@ -101,6 +101,7 @@ class EventPublisher:
         self._wanted: dict[str, bool] = {}
         self.dropped = 0
         self.truncated = 0
+        self.remote: Any = None  # a RemoteEvents for other hosts' subscribers, when the broker has one
 
     def on_subscription(self) -> None:
         """Drain subscription changes forwarded by the proxy."""
@@ -130,6 +131,9 @@ class EventPublisher:
         return True
 
     def wants(self, topic: str) -> bool:
+        return self.wants_locally(topic) or (self.remote is not None and self.remote.active)
+
+    def wants_locally(self, topic: str) -> bool:
         hit = self._wanted.get(topic)
         if hit is None:
             raw = topic.encode()
@@ -137,16 +141,21 @@ class EventPublisher:
         return hit
 
     def publish(self, topic: str, body: dict[str, Any]) -> None:
-        if not self.wants(topic):
+        local = self.wants_locally(topic)
+        remote = self.remote is not None and self.remote.active
+        if not (local or remote):
             return
         packed = pack(body)
         if len(packed) > MAX_EVENT_BYTES:
             self.truncated += 1
             packed = pack(bounded(body))
-        try:
-            send(self.sock, [topic.encode(), packed])
-        except zmq.Again:
-            self.dropped += 1
+        if remote:
+            self.remote.publish(topic, body, packed)
+        if local:
+            try:
+                send(self.sock, [topic.encode(), packed])
+            except zmq.Again:
+                self.dropped += 1
 
     def close(self, linger: int = 0) -> None:
         """``linger`` (ms) lets queued events leave first; the broker closes with 0 at shutdown."""

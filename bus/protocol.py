@@ -167,6 +167,24 @@ def send(sock: zmq.Socket, frames: list[bytes], block: bool = False) -> None:
     _raw_send(sock, frames[last], flags)
 
 
+def try_recv_with_user(sock: zmq.Socket) -> tuple[list[bytes], str | None] | None:
+    """:func:`try_recv`, plus the ZAP User-Id libzmq stamped on the message (None on
+    connections without ZAP, i.e. ipc): the sender's identity, which no frame can forge."""
+    try:
+        frame = _raw_recv(sock, _NOBLOCK, False)
+    except zmq.Again:
+        return None
+    try:
+        user = frame.get("User-Id")
+    except zmq.ZMQError:
+        user = None
+    frames = [frame.bytes]
+    while frame.more:
+        frame = _raw_recv(sock, _NOBLOCK, False)
+        frames.append(frame.bytes)
+    return frames, user
+
+
 def try_recv(sock: zmq.Socket) -> list[bytes] | None:
     """The next whole message, or None if none is waiting.
 

@@ -7,10 +7,13 @@ from typing import Any
 from .protocol import State, TaskSpec
 
 _FIELDS = ("id", "kind", "payload", "project", "priority", "deadline", "max_retries",
-           "attempts", "state", "result", "error", "submitted", "finished", "parents")
+           "attempts", "state", "result", "error", "submitted", "finished", "parents",
+           "owner", "assignee")
 #: The journal's row layout: ``[ROW_FORMAT, *values of _FIELDS]``.  Bump it (and teach
-#: :func:`record_from_row` the old layout) whenever _FIELDS changes.
-ROW_FORMAT = 1
+#: :func:`record_from_row` the old layout) whenever _FIELDS changes.  Format 1 rows
+#: lack ``owner`` and ``assignee`` (identities came with format 2).
+ROW_FORMAT = 2
+_ROW_LENGTHS = {1: len(_FIELDS) - 2, 2: len(_FIELDS)}
 ROW_STATE, ROW_FINISHED = 1 + _FIELDS.index("state"), 1 + _FIELDS.index("finished")
 
 
@@ -42,6 +45,8 @@ class Task:
         self.watchers: list[bytes] = []
         self.seq = 0
         self.parents: dict[str, Any] | None = None  # results of a workflow step's dependencies
+        self.owner: str | None = None     # the identity that submitted it (its rights travel with it)
+        self.assignee: str | None = None  # "identity/agent name" it was dispatched to, journaled
 
     @classmethod
     def from_spec(cls, spec: TaskSpec, task_id: str, now: float) -> "Task":
@@ -55,14 +60,15 @@ class Task:
         return {"id": self.id, "kind": self.kind, "payload": self.payload, "project": self.project,
                 "priority": self.priority, "deadline": self.deadline, "max_retries": self.max_retries,
                 "attempts": self.attempts, "state": self.state, "result": self.result, "error": self.error,
-                "submitted": self.submitted, "finished": self.finished, "parents": self.parents}
+                "submitted": self.submitted, "finished": self.finished, "parents": self.parents,
+                "owner": self.owner, "assignee": self.assignee}
 
     def to_row(self) -> tuple[Any, ...]:
         """The record as the journal stores it: positional, so msgpack packs half the
         bytes in half the time of the dict (tests check it against _FIELDS)."""
         return (ROW_FORMAT, self.id, self.kind, self.payload, self.project, self.priority, self.deadline,
                 self.max_retries, self.attempts, self.state, self.result, self.error, self.submitted,
-                self.finished, self.parents)
+                self.finished, self.parents, self.owner, self.assignee)
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> "Task":
@@ -75,6 +81,8 @@ class Task:
         task.error = rec.get("error")
         task.finished = rec.get("finished")
         task.parents = rec.get("parents")
+        task.owner = rec.get("owner")
+        task.assignee = rec.get("assignee")
         return task
 
     def outcome(self) -> dict[str, Any]:
@@ -121,6 +129,9 @@ def restored_task(rec: Any) -> Task:
         raise ValueError("field 'error' is not a string")
     if rec.get("parents") is not None and not isinstance(rec["parents"], dict):
         raise ValueError("field 'parents' is not a map")
+    for name in ("owner", "assignee"):
+        if rec.get(name) is not None and not isinstance(rec[name], str):
+            raise ValueError(f"field {name!r} is not a string")
     return Task.from_record(rec)
 
 
@@ -130,6 +141,7 @@ def outcome_of_record(rec: dict[str, Any]) -> dict[str, Any]:
 
 def record_from_row(row: Any) -> dict[str, Any]:
     """The record dict of a journal row; ValueError if it is not one."""
-    if not isinstance(row, (list, tuple)) or len(row) != len(_FIELDS) + 1 or row[0] != ROW_FORMAT:
+    if (not isinstance(row, (list, tuple)) or not row or type(row[0]) is not int
+            or _ROW_LENGTHS.get(row[0]) != len(row) - 1):
         raise ValueError("not a task row of a known format")
-    return dict(zip(_FIELDS, row[1:]))
+    return dict(zip(_FIELDS, row[1:]))  # a format-1 row: owner and assignee stay absent

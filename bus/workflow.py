@@ -76,8 +76,9 @@ class WorkflowEngine:
         self.workflows: dict[str, Workflow] = {}
         self.step_of: dict[str, tuple[Workflow, str]] = {}
 
-    def create(self, spec: WorkflowSpec, wf_id: str, identity: bytes) -> Workflow:
+    def create(self, spec: WorkflowSpec, wf_id: str, identity: bytes, owner: str | None = None) -> Workflow:
         record = Task(wf_id, WORKFLOW_KIND, None, spec.project, 5, None, 0, time.time())
+        record.owner = owner
         record.state = State.RUNNING
         record.watchers.append(identity)
         wf = Workflow(spec, record)
@@ -136,6 +137,7 @@ class WorkflowEngine:
         task_id = f"{wf.record.id}/{name}" + (f"#{wf.runs[name]}" if wf.runs[name] > 1 else "")
         task = Task.from_spec(step.task, task_id, time.time())
         task.project = wf.spec.project
+        task.owner = wf.record.owner
         task.parents = {d: wf.results.get(d) for d in step.deps}
         wf.state[name] = ACTIVE
         wf.task_of[name] = task_id
