@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 
+from bus.auth import CurveCredentials
 from bus.lifeline import die_with_parent
 from .builtin import BUILTINS, add_builtins
 from .runtime import Agent
@@ -12,7 +14,10 @@ from .runtime import Agent
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m agents", description=__doc__)
-    ap.add_argument("--endpoint", required=True, help="broker back end, e.g. ipc:///tmp/x/backend")
+    ap.add_argument("--endpoint", required=True,
+                    help="broker back end, e.g. ipc:///tmp/x/backend, or tcp://HOST:PORT+1 with CURVE keys")
+    ap.add_argument("--key", default=None, help="tcp: this agent's .key_secret file (default $ORCHFLOW_KEY)")
+    ap.add_argument("--broker-key", default=None, help="tcp: the broker's broker.key (default $ORCHFLOW_BROKER_KEY)")
     ap.add_argument("--name", default=None)
     ap.add_argument("--capacity", type=int, default=1)
     ap.add_argument("--kinds", default="sys.noop,sys.echo,sys.sleep,sys.spin,sys.fail,shell",
@@ -24,7 +29,11 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     die_with_parent()  # never outlive orchflow-launch
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    agent = Agent(args.endpoint, name=args.name, capacity=args.capacity, heartbeat_interval=args.heartbeat)
+    curve = None
+    if args.key:
+        curve = CurveCredentials.from_files(args.key, args.broker_key or os.environ.get("ORCHFLOW_BROKER_KEY", ""))
+    agent = Agent(args.endpoint, name=args.name, capacity=args.capacity, heartbeat_interval=args.heartbeat,
+                  curve=curve)
     add_builtins(agent, [k for k in args.kinds.split(",") if k])
     stop = None
     if args.memory:

@@ -1,9 +1,11 @@
 """The memory agent: swarm memory over the bus, for agents in any language.
 
 Kinds ``memory.get/put/delete/items/cas/incr/search/namespaces``.  Payloads name a
-namespace with ``ns`` (default: the task's own ``project:<name>``).  Reads may look
-anywhere; writes are allowed only to the task's own project namespace and to
-``shared``, so one project cannot overwrite another's memory through the bus.
+namespace with ``ns`` (default: the task's own ``project:<name>``).  A task reads and
+writes its own project's namespace and reads ``shared``; it writes ``shared`` only
+when the broker vouches that its submitter may (``shared_write`` in the assignment).
+The broker sets the task's project from the submitter's identity, so one project
+can neither read nor overwrite another's memory through the bus.
 
 A feed thread tails the store's change feed and publishes ``memory.changed``
 events, whichever process made the change.
@@ -34,8 +36,10 @@ class MemoryService:
     def namespace(payload: dict, ctx: TaskContext, write: bool) -> str:
         own = project_namespace(ctx.project)
         ns = payload.get("ns") or own
-        if write and ns not in (own, SHARED):
-            raise Forbidden(f"project {ctx.project!r} may write only {own!r} and {SHARED!r}, not {ns!r}")
+        if ns not in (own, SHARED):
+            raise Forbidden(f"project {ctx.project!r} may use only {own!r} and {SHARED!r}, not {ns!r}")
+        if write and ns == SHARED and not ctx.shared_write:
+            raise Forbidden(f"project {ctx.project!r} may read {SHARED!r} but not write it")
         return ns
 
     def handle(self, kind: str, payload: Any, ctx: TaskContext) -> Any:
@@ -59,8 +63,8 @@ class MemoryService:
             return [[k, v] for k, v in m.items(ns, payload.get("prefix", ""))]
         if kind == "memory.search":
             return [[k, v] for k, v in m.search(ns, str(payload.get("text", "")))]
-        if kind == "memory.namespaces":
-            return m.namespaces()
+        if kind == "memory.namespaces":  # only the ones this task may use
+            return [n for n in m.namespaces() if n in (ns, SHARED, project_namespace(ctx.project))]
         raise ValueError(f"unknown memory kind {kind!r}")
 
     def register(self, agent: Agent) -> None:

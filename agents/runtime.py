@@ -27,6 +27,7 @@ from typing import Any, Callable
 
 import zmq
 
+from bus.auth import CurveCredentials, credentials_for
 from bus import protocol as P
 from bus.protocol import Command
 
@@ -40,7 +41,8 @@ Handler = Callable[..., Any]
 class TaskContext:
     """What a handler knows about its task, and its way to talk back."""
 
-    __slots__ = ("id", "kind", "payload", "project", "attempt", "deadline", "parents", "_cancelled", "_report")
+    __slots__ = ("id", "kind", "payload", "project", "attempt", "deadline", "parents", "shared_write",
+                 "_cancelled", "_report")
 
     def __init__(self, task_id: str, kind: str, payload: Any, project: str, attempt: int,
                  deadline: float | None, report: Callable[[str, str, Any], None] | None = None) -> None:
@@ -51,6 +53,7 @@ class TaskContext:
         self.attempt = attempt
         self.deadline = deadline
         self.parents: dict[str, Any] = {}  # in a workflow: results of this step's dependencies
+        self.shared_write = True  # the broker says whether the submitter may write 'shared' memory
         self._cancelled: threading.Event | None = None
         self._report = report
 
@@ -96,10 +99,14 @@ class Agent:
 
     def __init__(self, endpoint: str, name: str | None = None, capacity: int = 1,
                  heartbeat_interval: float = 1.0, heartbeat_liveness: int = 3,
-                 drain_timeout: float = 30.0, ctx: zmq.Context | None = None) -> None:
+                 drain_timeout: float = 30.0, ctx: zmq.Context | None = None,
+                 curve: CurveCredentials | None = None) -> None:
+        """``endpoint`` is the broker's ipc back end, or ``tcp://HOST:PORT+1`` with CURVE
+        keys: ``curve``, or the files named by ORCHFLOW_KEY/ORCHFLOW_BROKER_KEY."""
         if capacity < 1:
             raise AgentError("capacity must be at least 1")
         self.endpoint = endpoint
+        self.curve = credentials_for(endpoint, curve)
         self.name = name or f"agent-{os.getpid()}"
         self.capacity = capacity
         self.heartbeat_interval = heartbeat_interval
@@ -189,6 +196,8 @@ class Agent:
         sock.linger = 0
         sock.sndhwm = 100_000
         sock.rcvhwm = 100_000
+        if self.curve is not None:
+            self.curve.apply(sock)
         sock.connect(self.endpoint)
         self._send(sock, Command.READY, self._ready_body(self.capacity))
         return sock
@@ -286,6 +295,7 @@ class Agent:
                           a.get("attempt", 1), a.get("deadline"), self._report)
         if isinstance(a.get("parents"), dict):
             ctx.parents = a["parents"]
+        ctx.shared_write = a.get("shared_write", True) is True
         args = (ctx.payload, ctx) if reg.wants_ctx else (ctx.payload,)
         if reg.inline:
             ctx._report = self._report_inline

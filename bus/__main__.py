@@ -8,6 +8,7 @@ import os
 
 from .lifeline import die_with_parent
 from .broker import BrokerConfig, serve
+from .endpoints import TcpEndpoints
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,9 +27,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--retrain-interval", type=float, default=30.0,
                     help="learned routing: seconds between retraining requests to the neural pool")
     ap.add_argument("--retrain-min-outcomes", type=int, default=50)
-    ap.add_argument("--tcp-backend", default=None, metavar="tcp://HOST:PORT",
-                    help="also accept agents over TCP (remote agents); nothing but ipc:// unless given")
+    ap.add_argument("--tcp", default=None, metavar="HOST:PORT",
+                    help="also accept remote peers, CURVE only: clients on PORT, agents on PORT+1, "
+                         "events on PORT+2 (nothing but ipc:// unless given); needs --keys-home")
+    ap.add_argument("--keys-home", default=None, metavar="DIR",
+                    help="swarm home whose keys/ holds the broker certificate and the allowed identities "
+                         "(orchflow keys); also applies `orchflow keys local` restrictions to ipc peers")
     args = ap.parse_args(argv)
+    if args.tcp and not args.keys_home:
+        ap.error("--tcp needs --keys-home: over TCP only identities with keys get in")
+    tcp = TcpEndpoints.at(args.tcp) if args.tcp else None
     die_with_parent()  # never outlive orchflow-launch
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     os.makedirs(args.run_dir, mode=0o700, exist_ok=True)
@@ -47,7 +55,9 @@ def main(argv: list[str] | None = None) -> None:
             from neural.router import LearnedRouter
             router = LearnedRouter(memory, refresh=args.routing_refresh)
     serve(BrokerConfig.in_directory(args.run_dir, heartbeat_interval=args.heartbeat,
-                                    heartbeat_liveness=args.liveness, backend_tcp=args.tcp_backend,
+                                    heartbeat_liveness=args.liveness, keys_home=args.keys_home,
+                                    frontend_tcp=tcp and tcp.frontend, backend_tcp=tcp and tcp.backend,
+                                    events_tcp=tcp and tcp.events,
                                     retrain_interval=args.retrain_interval,
                                     retrain_min_outcomes=args.retrain_min_outcomes), journal, outcomes, router)
 

@@ -17,6 +17,7 @@ import zmq.asyncio
 
 from . import protocol as P
 from .client import REFETCH_INTERVAL, UnknownTask, new_id_prefix, outcome_value, task_entry
+from .auth import CurveCredentials, credentials_for
 from .endpoints import Endpoints, ipc_path
 from .errors import BrokerUnavailable, BusError, TaskRejected
 from .protocol import Command
@@ -24,8 +25,10 @@ from .protocol import Command
 
 class AsyncClient:
     def __init__(self, endpoint: str, events: str | None = None, project: str = "default",
-                 ack_timeout: float = 1.0, ctx: zmq.asyncio.Context | None = None) -> None:
+                 ack_timeout: float = 1.0, ctx: zmq.asyncio.Context | None = None,
+                 curve: CurveCredentials | None = None) -> None:
         self.endpoint = endpoint
+        self.curve = credentials_for(endpoint, curve)  # tcp:// is CURVE or nothing
         self.events_endpoint = events or Endpoints.events_beside(endpoint)
         self.project = project
         self.ack_timeout = ack_timeout
@@ -37,6 +40,8 @@ class AsyncClient:
         self._status: asyncio.Future | None = None
         self._sock = self.ctx.socket(zmq.DEALER)
         self._sock.linger = 0
+        if self.curve is not None:
+            self.curve.apply(self._sock)
         self._sock.connect(endpoint)
         self._reader: asyncio.Task | None = None
 
@@ -162,12 +167,19 @@ class AsyncClient:
             raise BusError("no events endpoint known; pass events= to AsyncClient")
         sub = self.ctx.socket(zmq.SUB)
         sub.linger = 0
+        prefix = b""
+        if self.events_endpoint.startswith("tcp://"):  # remote events name their project
+            if self.curve is not None:
+                self.curve.apply(sub)
+            prefix = self.project.encode() + b"\x00"
         sub.connect(self.events_endpoint)
         for topic in topics or ("",):
-            sub.subscribe(topic.encode())
+            sub.subscribe(prefix + topic.encode())
         try:
             while True:
                 frames = await sub.recv_multipart()
+                if prefix and frames[0].startswith(prefix):
+                    frames[0] = frames[0][len(prefix):]
                 try:
                     yield frames[0].decode(errors="replace"), P.unpack(frames[1])
                 except Exception:

@@ -323,8 +323,8 @@ class CurveCredentials:
                             "file and ORCHFLOW_BROKER_KEY to the broker's broker.key (orchflow keys --help)")
         broker = os.environ.get("ORCHFLOW_BROKER_KEY")
         if not broker:
-            from store.env import orchflow_home
-            broker = str(keys_dir(home or orchflow_home()) / f"{BROKER_CERT}.key")
+            home = home or os.environ.get("ORCHFLOW_HOME") or os.path.join(os.path.expanduser("~"), ".orchflow")
+            broker = str(keys_dir(home) / f"{BROKER_CERT}.key")
         return cls.from_files(secret, broker)
 
     def apply(self, sock: zmq.Socket) -> None:

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator
 import zmq
 
 from . import protocol as P
+from .auth import CurveCredentials, credentials_for
 from .endpoints import Endpoints, ipc_path
 from .events import DEFAULT_EVENT_HWM
 from .errors import BrokerUnavailable, BusError, TaskFailed, TaskRejected, UnknownTask
@@ -68,8 +69,12 @@ def outcome_value(outcome: dict[str, Any]) -> Any:
 
 class Client:
     def __init__(self, endpoint: str, events: str | None = None, project: str = "default",
-                 ack_timeout: float = 1.0, max_body: int = P.MAX_BODY, ctx: zmq.Context | None = None) -> None:
+                 ack_timeout: float = 1.0, max_body: int = P.MAX_BODY, ctx: zmq.Context | None = None,
+                 curve: CurveCredentials | None = None) -> None:
+        """``endpoint`` is the broker's ipc front end, or ``tcp://HOST:PORT``, which takes
+        CURVE keys: ``curve``, or the files named by ORCHFLOW_KEY/ORCHFLOW_BROKER_KEY."""
         self.endpoint = endpoint
+        self.curve = credentials_for(endpoint, curve)
         self.events_endpoint = events or Endpoints.events_beside(endpoint)
         self.project = project
         self.ack_timeout = ack_timeout
@@ -93,6 +98,8 @@ class Client:
         sock.linger = 0
         sock.sndhwm = 100_000
         sock.rcvhwm = 100_000
+        if self.curve is not None:
+            self.curve.apply(sock)
         sock.connect(self.endpoint)
         self._sock = sock
 
@@ -332,25 +339,36 @@ class Client:
     def subscribe(self, *topics: str) -> "Subscription":
         if not self.events_endpoint:
             raise BusError("no events endpoint known; pass events= to Client")
+        if self.events_endpoint.startswith("tcp://"):  # remote events name their project
+            return Subscription(self.ctx, self.events_endpoint, topics, curve=self.curve,
+                                project=self.project)
         return Subscription(self.ctx, self.events_endpoint, topics)
 
 
 class Subscription:
     """Iterator of ``(topic, body)`` events; prefix-matched topics, all if none given."""
 
-    def __init__(self, ctx: zmq.Context, endpoint: str, topics: Iterable[str]) -> None:
+    def __init__(self, ctx: zmq.Context, endpoint: str, topics: Iterable[str],
+                 curve: CurveCredentials | None = None, project: str | None = None) -> None:
+        """Over TCP (``project`` given) topics travel as ``<project>\\x00<topic>``
+        (bus/remote_events.py); the prefix is added here and taken off each event."""
         self.sock = ctx.socket(zmq.SUB)
         self.sock.linger = 0
         self.sock.rcvhwm = DEFAULT_EVENT_HWM  # bounded like the broker's side: a slow reader drops, never bloats
+        if curve is not None:
+            curve.apply(self.sock)
         self.sock.connect(endpoint)
+        self._prefix = b"" if project is None else project.encode() + b"\x00"
         topics = list(topics) or [""]
         for topic in topics:
-            self.sock.subscribe(topic.encode())
+            self.sock.subscribe(self._prefix + topic.encode())
 
     def recv(self, timeout: float | None = None) -> tuple[str, Any] | None:
         if timeout is not None and not self.sock.poll(timeout * 1000):
             return None
         frames = self.sock.recv_multipart()
+        if self._prefix and frames[0].startswith(self._prefix):
+            frames[0] = frames[0][len(self._prefix):]
         try:
             return frames[0].decode(errors="replace"), P.unpack(frames[1])
         except Exception:  # a third-party publisher sent junk: surface it, don't die

@@ -21,9 +21,38 @@ class Endpoints:
 
     @staticmethod
     def events_beside(frontend: str) -> str | None:
-        """The events endpoint of the swarm whose front end is ``frontend`` (ipc layout only)."""
+        """The events endpoint of the swarm whose front end is ``frontend``: the ipc
+        layout, or the TCP one (clients PORT, agents PORT+1, events PORT+2)."""
         if frontend.startswith("ipc://") and frontend.endswith("/frontend"):
             return frontend[: -len("frontend")] + "events"
+        tcp = tcp_ports(frontend)
+        return tcp.events if tcp is not None else None
+
+
+@dataclass(frozen=True)
+class TcpEndpoints:
+    """A swarm's remote endpoints: three consecutive ports, all CURVE-only."""
+
+    frontend: str
+    backend: str
+    events: str
+
+    @classmethod
+    def at(cls, host_port: str) -> "TcpEndpoints":
+        """``HOST:PORT`` (as ``orchflow-launch --tcp`` takes it) -> PORT, PORT+1, PORT+2."""
+        host, sep, port = host_port.removeprefix("tcp://").rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65534:
+            raise ValueError(f"expected HOST:PORT with PORT below 65534, got {host_port!r}")
+        p = int(port)
+        return cls(f"tcp://{host}:{p}", f"tcp://{host}:{p + 1}", f"tcp://{host}:{p + 2}")
+
+
+def tcp_ports(frontend: str) -> TcpEndpoints | None:
+    if not frontend.startswith("tcp://"):
+        return None
+    try:
+        return TcpEndpoints.at(frontend)
+    except ValueError:
         return None
 
 

@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+from bus.endpoints import TcpEndpoints
 from store.env import orchflow_home
 
 from .supervisor import (LaunchError, Supervisor, SwarmConfig, kill_children, leftover_children, pid_alive,
@@ -102,11 +103,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--neural-workers", type=int, default=1, help="neural worker processes (default 1)")
     ap.add_argument("--demo", action="store_true", help="run the demo workload, then stop")
     ap.add_argument("--tcp", default=None, metavar="HOST:PORT",
-                    help="also accept remote agents on tcp://HOST:PORT (default: ipc only, this machine)")
+                    help="also accept remote peers over TCP, CURVE keys only (orchflow keys): clients on "
+                         "PORT, agents on PORT+1, events on PORT+2 (default: ipc only, this machine)")
     ap.add_argument("--detach", action="store_true", help="run in the background; return once the swarm is ready")
     ap.add_argument("--no-verify", action="store_true",
                     help="start without checking the memory and journal for damage first")
     args = ap.parse_args(argv)
+    if args.tcp:
+        try:
+            TcpEndpoints.at(args.tcp)
+        except ValueError as exc:
+            ap.error(f"--tcp: {exc}")
     if args.agents < 1:
         ap.error("--agents must be at least 1 (the built-in agents also serve the swarm memory)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -131,8 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ep = sup.endpoints
         print(f"orchflow swarm ready in {time.monotonic() - t:.2f}s under {home}")
-        print(f"  clients:  {ep.frontend}\n  agents:   {ep.backend}"
-              + (f" and tcp://{args.tcp}" if args.tcp else "") + f"\n  events:   {ep.events}")
+        tcp = TcpEndpoints.at(args.tcp) if args.tcp else None
+        print(f"  clients:  {ep.frontend}" + (f" and {tcp.frontend} (CURVE)" if tcp else "")
+              + f"\n  agents:   {ep.backend}" + (f" and {tcp.backend} (CURVE)" if tcp else "")
+              + f"\n  events:   {ep.events}" + (f" and {tcp.events} (CURVE)" if tcp else ""))
+        if tcp:
+            print(f"  keys:     {home / 'keys'} (orchflow keys list)")
         print(f"  state:    {sup.config.state_file}\n  logs:     {home / 'logs'}")
         if args.demo:
             from .demo import run_demo

@@ -10,10 +10,13 @@ from dataclasses import asdict
 import time
 from pathlib import Path
 
+from bus.auth import CurveCredentials
 from bus.client import Client, outcome_value
-from bus.errors import BusError, TaskFailed
+from bus.endpoints import Endpoints
+from bus.errors import AuthError, BusError, TaskFailed
 from store.env import orchflow_home
 
+from . import keys_cli
 from .supervisor import read_state
 
 
@@ -116,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     common.add_argument("--home", default=argparse.SUPPRESS, help="swarm home (default $ORCHFLOW_HOME or ~/.orchflow)")
     common.add_argument("--project", default=argparse.SUPPRESS, help="project the tasks belong to")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
+    common.add_argument("--broker", default=argparse.SUPPRESS, metavar="tcp://HOST:PORT",
+                        help="a remote broker's client endpoint, instead of the local swarm's; CURVE keys "
+                             "from --key/--broker-key or ORCHFLOW_KEY/ORCHFLOW_BROKER_KEY")
+    common.add_argument("--key", default=argparse.SUPPRESS, help="this client's .key_secret file (orchflow keys add)")
+    common.add_argument("--broker-key", default=argparse.SUPPRESS, help="the broker's broker.key file")
     ap = argparse.ArgumentParser(prog="orchflow", description="Use a running orchflow swarm.", parents=[common])
     sub = ap.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("submit", parents=[common], help="submit a task (--wait for its result)")
@@ -145,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     nn.add_argument("--epochs", type=int, default=200)
     nn.add_argument("--desired-error", type=float, default=0.0)
     nn.add_argument("--cascade", type=int, default=None, metavar="MAX_NEURONS", help="train with Cascade2")
+    keys_cli.add_parser(sub)
     args = ap.parse_args(argv)
     args.json = getattr(args, "json", False)
     args.project = getattr(args, "project", "default")
@@ -152,19 +161,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "stop":
         from .cli import stop_swarm
         return stop_swarm(home)
+    if args.cmd == "keys":
+        return keys_cli.run(home, args)
     if args.cmd == "memory" and args.op in ("verify", "salvage"):
         return store_command(home, args)
-    state = read_state(home)
-    if not state:
-        print(f"orchflow: no swarm found under {home}; start one with orchflow-launch", file=sys.stderr)
-        return 2
-    ep = state["endpoints"]
+    remote = getattr(args, "broker", None)
+    curve = None
+    if remote:
+        ep = {"frontend": remote, "events": Endpoints.events_beside(remote)}
+        try:
+            key = getattr(args, "key", None) or os.environ.get("ORCHFLOW_KEY")
+            broker_key = getattr(args, "broker_key", None) or os.environ.get("ORCHFLOW_BROKER_KEY") \
+                or str(home / "keys" / "broker.key")
+            if not key:
+                raise AuthError("--broker tcp://... needs this client's key: --key FILE or ORCHFLOW_KEY")
+            curve = CurveCredentials.from_files(key, broker_key)
+        except AuthError as exc:
+            print(f"orchflow: {exc}", file=sys.stderr)
+            return 2
+    else:
+        state = read_state(home)
+        if not state:
+            print(f"orchflow: no swarm found under {home}; start one with orchflow-launch", file=sys.stderr)
+            return 2
+        ep = state["endpoints"]
 
     def show(value: object) -> None:
         print(json.dumps(value, indent=None if args.json else 2, default=str))
 
     try:
-        with Client(ep["frontend"], events=ep["events"], project=args.project) as c:
+        with Client(ep["frontend"], events=ep["events"], project=args.project, curve=curve) as c:
             if args.cmd == "submit":
                 if not args.wait:
                     show({"id": c.submit(args.kind, json.loads(args.payload))})

@@ -50,15 +50,17 @@ class ProcessGroup:
         return proc
 
     def broker(self, name: str = "broker", journal: str | None = None, heartbeat: float = 1.0,
-               sync: bool = True, wait: bool = True, tcp_backend: str | None = None,
+               sync: bool = True, wait: bool = True, tcp: str | None = None, keys_home: str | None = None,
                memory: str | None = None, learned_routing: bool = False) -> subprocess.Popen:
         args = ["-m", "bus", "--run-dir", str(self.run_dir), "--heartbeat", str(heartbeat)]
         if memory:
             args += ["--memory", memory]
         if learned_routing:
             args += ["--learned-routing"]
-        if tcp_backend:
-            args += ["--tcp-backend", tcp_backend]
+        if tcp:
+            args += ["--tcp", tcp]
+        if keys_home:
+            args += ["--keys-home", keys_home]
         if journal:
             args += ["--journal", journal, "--durable", "sync" if sync else "nosync"]
         proc = self.spawn(name, args)

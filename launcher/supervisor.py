@@ -22,8 +22,9 @@ from typing import Callable
 
 import zmq
 
+from bus.auth import KeyRing
 from bus.client import Client
-from bus.endpoints import Endpoints
+from bus.endpoints import Endpoints, TcpEndpoints
 from bus.errors import BusError
 from bus.events import EventPublisher
 
@@ -227,11 +228,13 @@ class Supervisor:
         os.chmod(cfg.run_dir, 0o700)
         journal = str(cfg.home / "journal")
         memory = str(cfg.home / "memory")
-        tcp = f"tcp://{cfg.tcp}" if cfg.tcp else None
         # Learned routing needs the neural pool to train its model; until then it is least-loaded.
         learned = cfg.neural_workers > 0
-        self._add("broker", lambda: self.group.broker(journal=journal, heartbeat=cfg.heartbeat, tcp_backend=tcp,
-                                                       memory=memory, learned_routing=learned))
+        if cfg.tcp:  # the broker's certificate exists before anyone needs its public key
+            KeyRing(cfg.home).create_broker()
+        self._add("broker", lambda: self.group.broker(journal=journal, heartbeat=cfg.heartbeat, tcp=cfg.tcp,
+                                                       keys_home=str(cfg.home), memory=memory,
+                                                       learned_routing=learned))
         # The built-in agents also serve memory.* (LMDB is safe across processes);
         # agent0 alone publishes the change feed, so each change is announced once.
         for i in range(cfg.agents):
@@ -246,6 +249,11 @@ class Supervisor:
         self.ready = True
         self._write_state()
 
+    def _tcp_endpoints(self) -> dict[str, str | None]:
+        tcp = TcpEndpoints.at(self.config.tcp) if self.config.tcp else None
+        return {"frontend_tcp": tcp and tcp.frontend, "backend_tcp": tcp and tcp.backend,
+                "events_tcp": tcp and tcp.events}
+
     def _add(self, name: str, start: Callable[[], object]) -> None:
         self.children[name] = Child(name, start, started=time.monotonic())
         start()
@@ -256,7 +264,7 @@ class Supervisor:
                  "home": str(self.config.home),
                  "endpoints": {"frontend": self.endpoints.frontend, "backend": self.endpoints.backend,
                                "events_in": self.endpoints.events_in, "events": self.endpoints.events,
-                               "backend_tcp": f"tcp://{self.config.tcp}" if self.config.tcp else None},
+                               **self._tcp_endpoints()},
                  "pids": {name: proc.pid for name, proc in self.group.procs.items()}}
         tmp = self.config.state_file.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

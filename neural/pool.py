@@ -10,9 +10,13 @@ Kinds:
 * ``neural.list``  ``{}`` -> every model with its latest version and metadata
 * ``neural.stats`` ``{}`` -> this worker's micro-batching counters
 
-Models live in a registry in the shared LMDB memory (namespace ``neural``), versioned
-(``name@1``, ``name@2``, ...; the version counter is an atomic ``incr``), so every
-project and every worker sees the same models.  ``neural.run`` is a batch handler:
+Models live in the shared LMDB memory, one namespace per project (``neural:<project>``;
+the swarm's own models, the routing model among them, in ``neural`` for project
+``orchflow``), versioned (``name@1``, ``name@2``, ...; the version counter is an atomic
+``incr``), so every worker sees the same models and no project can replace
+another's.  ``neural.load`` with ``"shared": true`` writes ``neural:shared`` (when the
+submitter may write shared memory); run and train look in the task's project first,
+then in ``shared``.  ``neural.run`` is a batch handler:
 all run requests that reach a worker in one TASK message are evaluated as one
 batched ``Network.run`` per model, which is the micro-batching that makes many
 concurrent single-sample requests cheap.
@@ -36,15 +40,26 @@ from .data import TrainingData
 from .errors import NeuralError
 from .network import BATCH, INCREMENTAL, QUICKPROP, RPROP, SARPROP, Network
 
-NS = "neural"
+NS = "neural"          # the swarm's own models (project "orchflow"), the routing model among them
+SYSTEM_PROJECT = "orchflow"
+SHARED_PROJECT = "shared"
+
+
+def models_namespace(project: str) -> str:
+    return NS if project == SYSTEM_PROJECT else f"{NS}:{project}"
 ALGORITHMS = {"incremental": INCREMENTAL, "batch": BATCH, "rprop": RPROP, "quickprop": QUICKPROP, "sarprop": SARPROP}
 
 
 class ModelRegistry:
-    """Versioned FANN models in the shared swarm memory."""
+    """Versioned FANN models of one project in the shared swarm memory."""
 
-    def __init__(self, memory: Memory) -> None:
+    def __init__(self, memory: Memory, project: str = SYSTEM_PROJECT) -> None:
         self.memory = memory
+        self.project = project
+        self.ns = models_namespace(project)
+
+    def scoped(self, project: str) -> "ModelRegistry":
+        return self if project == self.project else ModelRegistry(self.memory, project)
 
     @staticmethod
     def _check_name(name: Any) -> str:
@@ -59,12 +74,12 @@ class ModelRegistry:
         workers save the same model at once."""
         name = self._check_name(name)
         version = self._allocate(name)
-        self.memory.put(NS, f"{name}@{version}", {"fann": network.dumps(), "created": time.time(),
+        self.memory.put(self.ns, f"{name}@{version}", {"fann": network.dumps(), "created": time.time(),
                                                    "meta": meta or {}})
         while True:
-            current = self.memory.get(NS, f"{name}/latest")
+            current = self.memory.get(self.ns, f"{name}/latest")
             if (current is not None and current >= version) or \
-                    self.memory.cas(NS, f"{name}/latest", current, version):
+                    self.memory.cas(self.ns, f"{name}/latest", current, version):
                 return version
 
     def _allocate(self, name: str) -> int:
@@ -72,30 +87,30 @@ class ModelRegistry:
         for registries written before the counter existed)."""
         key = f"{name}/next"
         while True:
-            last = self.memory.get(NS, key)
+            last = self.memory.get(self.ns, key)
             if last is None:
-                last = self.memory.get(NS, f"{name}/latest") or 0
-                if self.memory.cas(NS, key, None, last + 1):
+                last = self.memory.get(self.ns, f"{name}/latest") or 0
+                if self.memory.cas(self.ns, key, None, last + 1):
                     return last + 1
-            elif self.memory.cas(NS, key, last, last + 1):
+            elif self.memory.cas(self.ns, key, last, last + 1):
                 return last + 1
 
     def latest(self, name: str) -> int:
-        version = self.memory.get(NS, f"{self._check_name(name)}/latest")
+        version = self.memory.get(self.ns, f"{self._check_name(name)}/latest")
         if not version:
             raise NeuralError(f"no model named {name!r}")
         return int(version)
 
     def load(self, name: str, version: int | None = None) -> tuple[int, str, dict[str, Any]]:
         version = self.latest(name) if version is None else int(version)
-        entry = self.memory.get(NS, f"{self._check_name(name)}@{version}")
+        entry = self.memory.get(self.ns, f"{self._check_name(name)}@{version}")
         if entry is None:
             raise NeuralError(f"model {name!r} has no version {version}")
         return version, entry["fann"], entry.get("meta", {})
 
     def list(self) -> list[dict[str, Any]]:
         out = []
-        for key, latest in self.memory.items(NS):
+        for key, latest in self.memory.items(self.ns):
             if key.endswith("/latest"):
                 name = key[: -len("/latest")]
                 _, _, meta = self.load(name, latest)
@@ -106,16 +121,32 @@ class ModelRegistry:
 class NeuralWorker:
     def __init__(self, registry: ModelRegistry, cache_size: int = 32) -> None:
         self.registry = registry
-        self.cache: OrderedDict[tuple[str, int], Network] = OrderedDict()
+        self.cache: OrderedDict[tuple[str, str, int], Network] = OrderedDict()
         self.cache_size = cache_size
         self.stats = {"batches": 0, "requests": 0, "samples": 0, "max_batch": 0}
 
-    def network(self, name: str, version: int | None) -> tuple[int, Network]:
-        version = self.registry.latest(name) if version is None else int(version)
-        key = (name, version)
+    def _registry_of(self, name: Any, project: str) -> ModelRegistry:
+        """The task's project's registry, or ``shared`` when only that one has the model."""
+        own = self.registry.scoped(project)
+        if project != SHARED_PROJECT and isinstance(name, str):
+            shared = self.registry.scoped(SHARED_PROJECT)
+            try:
+                own.latest(name)
+            except NeuralError:
+                try:
+                    shared.latest(name)
+                    return shared
+                except NeuralError:
+                    pass
+        return own
+
+    def network(self, name: str, version: int | None, project: str = SYSTEM_PROJECT) -> tuple[int, Network]:
+        registry = self._registry_of(name, project)
+        version = registry.latest(name) if version is None else int(version)
+        key = (registry.ns, name, version)
         net = self.cache.get(key)
         if net is None:
-            _, text, _ = self.registry.load(name, version)
+            _, text, _ = registry.load(name, version)
             net = Network.loads(text)
             self.cache[key] = net
             if len(self.cache) > self.cache_size:
@@ -126,11 +157,16 @@ class NeuralWorker:
 
     # ------------------------------------------------------------------ handlers
 
-    def load(self, payload: Any) -> dict[str, Any]:
+    def load(self, payload: Any, ctx: TaskContext) -> dict[str, Any]:
         if not isinstance(payload, dict) or not isinstance(payload.get("fann"), str):
             raise NeuralError("neural.load needs {'name': str, 'fann': <FANN file text>}")
+        project = ctx.project
+        if payload.get("shared") is True:
+            if not ctx.shared_write:
+                raise NeuralError(f"project {ctx.project!r} may not write shared models")
+            project = SHARED_PROJECT
         net = Network.loads(payload["fann"])  # validates before anything is stored
-        version = self.registry.save(payload.get("name"), net, payload.get("meta"))
+        version = self.registry.scoped(project).save(payload.get("name"), net, payload.get("meta"))
         return {"name": payload["name"], "version": version, "inputs": net.num_input, "outputs": net.num_output}
 
     def run_batch(self, contexts: list[TaskContext]) -> list[Any]:
@@ -142,17 +178,17 @@ class NeuralWorker:
                 p = ctx.payload
                 if not isinstance(p, dict) or "input" not in p:
                     raise NeuralError("neural.run needs {'name': str, 'input': [...]}")
-                version, net = self.network(p.get("name"), p.get("version"))
+                version, net = self.network(p.get("name"), p.get("version"), ctx.project)
                 x = np.asarray(p["input"], dtype=np.float64)
                 single = x.ndim == 1
                 x2 = x.reshape(1, -1) if single else x
                 if x2.ndim != 2 or x2.shape[1] != net.num_input:
                     raise NeuralError(f"model {p.get('name')!r} takes {net.num_input} inputs, got shape {x.shape}")
-                groups.setdefault((p["name"], version), []).append((i, x2, single))
+                groups.setdefault((ctx.project, p["name"], version), []).append((i, x2, single))
             except Exception as exc:  # one bad request fails alone
                 results[i] = exc
-        for (name, version), items in groups.items():
-            _, net = self.network(name, version)
+        for (project, name, version), items in groups.items():
+            _, net = self.network(name, version, project)
             X = np.vstack([x for _, x, _ in items])
             Y = net.run(X) if len(X) > 1 or not items[0][2] else net.run(X[0]).reshape(1, -1)
             self.stats["batches"] += 1
@@ -175,7 +211,7 @@ class NeuralWorker:
     def train(self, payload: Any, ctx: TaskContext) -> dict[str, Any]:
         if not isinstance(payload, dict):
             raise NeuralError("neural.train payload must be a map")
-        version, base = self.network(payload.get("name"), payload.get("version"))
+        version, base = self.network(payload.get("name"), payload.get("version"), ctx.project)
         net = Network.loads(base.dumps())  # train a copy; the cached version stays as it was
         data = payload.get("data")
         if isinstance(payload.get("data_text"), str):
@@ -208,27 +244,38 @@ class NeuralWorker:
             epochs = max_epochs
         meta = {"mse": mse, "trained_from": version, "samples": data.num_data,
                 "seconds": round(time.monotonic() - started, 3), "project": ctx.project}
-        new_version = self.registry.save(payload["name"], net, meta)
+        new_version = self.registry.scoped(ctx.project).save(payload["name"], net, meta)  # never into shared
         return {"name": payload["name"], "version": new_version, "mse": mse, "epochs": epochs,
                 "hidden_layers": len(net.layers) - 1}
 
     def train_router(self, payload: Any, ctx: TaskContext) -> dict[str, Any]:
         """Retrain the routing model on the latest outcome records (incrementally from the last version)."""
         from . import routing_model as R
+        if ctx.project != SYSTEM_PROJECT:  # the broker's own task; no project may retrain its router
+            raise NeuralError(f"neural.train_router belongs to project {SYSTEM_PROJECT!r}")
         payload = payload if isinstance(payload, dict) else {}
         limit = int(payload.get("max_records", 5000))
         memory = self.registry.memory
         records = [v for _, v in memory.items(R.OUTCOMES)][-limit:]
         try:
-            version, base = self.network(R.MODEL_NAME, None)
+            version, base = self.network(R.MODEL_NAME, None, SYSTEM_PROJECT)
             base = Network.loads(base.dumps())
         except NeuralError:
             version, base = 0, None
         net, meta = R.train(base, records, int(payload.get("epochs", 200)))
         meta["trained_from"] = version
-        new_version = self.registry.save(R.MODEL_NAME, net, meta)
+        new_version = self.registry.scoped(SYSTEM_PROJECT).save(R.MODEL_NAME, net, meta)
         ctx.progress({"epoch": int(payload.get("epochs", 200)), "mse": net.mse})
         return {"version": new_version, **{k: v for k, v in meta.items() if k != "pairs"}}
+
+    def list(self, ctx: TaskContext) -> list[dict[str, Any]]:
+        """The task's project's models, then the shared ones it can also run."""
+        own = self.registry.scoped(ctx.project).list()
+        if ctx.project == SHARED_PROJECT:
+            return own
+        names = {m["name"] for m in own}
+        return own + [dict(m, shared=True) for m in self.registry.scoped(SHARED_PROJECT).list()
+                      if m["name"] not in names]
 
     def register(self, agent: Agent, batching: bool = True) -> None:
         agent.add_handler("neural.load", self.load, inline=True)
@@ -238,7 +285,7 @@ class NeuralWorker:
             agent.add_handler("neural.run", lambda payload, ctx: self._run_one(ctx), inline=True)
         agent.add_handler("neural.train", self.train)
         agent.add_handler("neural.train_router", self.train_router)
-        agent.add_handler("neural.list", lambda payload: self.registry.list(), inline=True)
+        agent.add_handler("neural.list", lambda payload, ctx: self.list(ctx), inline=True)
         agent.add_handler("neural.stats", lambda payload: dict(self.stats), inline=True)
 
 

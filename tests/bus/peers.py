@@ -8,16 +8,19 @@ from typing import Any
 import zmq
 
 from bus import protocol as P
+from bus.auth import CurveCredentials
 from bus.protocol import Command
 
 
 class RawPeer:
     """A DEALER speaking OFP by hand: ``send`` any frames, ``expect`` a command."""
 
-    def __init__(self, endpoint: str, signature: bytes) -> None:
+    def __init__(self, endpoint: str, signature: bytes, curve: CurveCredentials | None = None) -> None:
         self.signature = signature
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.linger = 0
+        if curve is not None:
+            curve.apply(self.sock)
         self.sock.connect(endpoint)
 
     def send(self, command: Command, body: Any = None, raw: bytes | None = None) -> None:

@@ -64,8 +64,10 @@ def test_launch_use_restart_and_stop(launched):
     assert json.loads(out.stdout)["result"] == {"hello": "ide"}
 
     assert orchflow(env, "--project", "p1", "memory", "put", "k", '"v"').returncode == 0
-    got = orchflow(env, "--project", "p2", "memory", "get", "k", "--ns", "project:p1")
+    got = orchflow(env, "--project", "p1", "memory", "get", "k")
     assert json.loads(got.stdout) == "v"
+    other = orchflow(env, "--project", "p2", "memory", "get", "k", "--ns", "project:p1")
+    assert other.returncode != 0 and "Forbidden" in other.stderr  # projects do not read each other
 
     # kill -9 the agent running a task: the task completes elsewhere, the launcher starts a new agent
     from bus import Client
@@ -159,10 +161,17 @@ def test_detached_swarm_with_a_remote_agent_over_tcp(run_dir):
         assert up.returncode == 0, up.stderr
         assert "running in the background" in up.stdout
         state = json.load(open(state_file))
-        assert state["endpoints"]["backend_tcp"] == f"tcp://127.0.0.1:{port}"
-        # a "remote" agent: connects over TCP, serves a kind the local agents do not
-        remote = subprocess.Popen([sys.executable, "-m", "agents", "--endpoint", f"tcp://127.0.0.1:{port}",
-                                   "--name", "remote", "--kinds", "sys.spin"], env=env,
+        assert state["endpoints"]["frontend_tcp"] == f"tcp://127.0.0.1:{port}"
+        assert state["endpoints"]["backend_tcp"] == f"tcp://127.0.0.1:{port + 1}"
+        # a "remote" agent: connects over TCP with a key the operator made, serves a kind
+        # the local agents do not
+        made = orchflow(env, "keys", "add", "agent", "remote", "--kind", "sys.spin", "--json")
+        assert made.returncode == 0, made.stderr
+        keys = json.loads(made.stdout)
+        assert oct(os.stat(keys["secret"]).st_mode & 0o777) == "0o600"
+        remote = subprocess.Popen([sys.executable, "-m", "agents", "--endpoint", f"tcp://127.0.0.1:{port + 1}",
+                                   "--name", "remote", "--kinds", "sys.spin", "--key", keys["secret"],
+                                   "--broker-key", keys["broker_key"]], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         wait_for(lambda: "remote" in orchflow(env, "agents").stdout, 20, "the remote agent")
         out = orchflow(env, "submit", "sys.spin", "--payload", "1000", "--wait")
