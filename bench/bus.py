@@ -121,13 +121,51 @@ def baseline_throughput(tmp: str, workers: int, n: int, tag: str = "") -> tuple[
         return rate, lat
 
 
-def orchflow_throughput(tmp: str, agents: int, n: int, journal: bool, tag: str = "") -> dict[str, object]:
-    with ProcessGroup(os.path.join(tmp, f"of{agents}{'j' if journal else ''}{tag}")) as g:
-        g.broker(journal=os.path.join(g.run_dir, "journal") if journal else None)
-        for i in range(agents):
-            g.agent(f"agent{i}", capacity=max(16, 256 // agents), kinds="sys.noop")
+def free_ports() -> int:
+    import socket
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        try:
+            for p in (port + 1, port + 2):
+                with socket.socket() as t:
+                    t.bind(("127.0.0.1", p))
+            return port
+        except OSError:
+            continue
+
+
+def orchflow_throughput(tmp: str, agents: int, n: int, journal: bool, tag: str = "",
+                        tcp: bool = False) -> dict[str, object]:
+    """``tcp``: clients and agents reach the broker over 127.0.0.1 with CURVE keys
+    (made here with KeyRing), as remote peers do; otherwise over ipc."""
+    with ProcessGroup(os.path.join(tmp, f"of{agents}{'j' if journal else ''}{'t' if tcp else ''}{tag}")) as g:
+        curve = None
+        front = g.endpoints.frontend
+        if tcp:
+            from bus.auth import CurveCredentials, KeyRing
+            home = os.path.join(g.run_dir, "home")
+            ring = KeyRing(home)
+            ring.create_broker()
+            client_secret = ring.add("client", "bench", projects=["*"])
+            agent_secret = ring.add("agent", "bench-agent", kinds=["sys.noop"])
+            broker_key = str(ring.broker_files()[0])
+            curve = CurveCredentials.from_files(client_secret, broker_key)
+            port = free_ports()
+            g.broker(journal=os.path.join(g.run_dir, "journal") if journal else None,
+                     tcp=f"127.0.0.1:{port}", keys_home=home)
+            front = f"tcp://127.0.0.1:{port}"
+            for i in range(agents):
+                g.spawn(f"agent{i}", ["-m", "agents", "--endpoint", f"tcp://127.0.0.1:{port + 1}", "--name",
+                                      f"agent{i}", "--capacity", str(max(16, 256 // agents)), "--kinds", "sys.noop",
+                                      "--key", str(agent_secret), "--broker-key", broker_key])
+        else:
+            g.broker(journal=os.path.join(g.run_dir, "journal") if journal else None)
+            for i in range(agents):
+                g.agent(f"agent{i}", capacity=max(16, 256 // agents), kinds="sys.noop")
         g.wait_agents(agents)
-        with Client(g.endpoints.frontend, ack_timeout=10) as c:
+        with Client(front, ack_timeout=10, curve=curve) as c:
             for _ in range(50):
                 c.call("sys.noop", timeout=5)
             t = time.perf_counter()
@@ -190,6 +228,29 @@ def pct(values: list[float], p: float) -> float:
     return values[min(len(values) - 1, int(len(values) * p))] * 1e6
 
 
+def transport(tmp: str, n: int, repeat: int) -> None:
+    """The same workload over ipc and over tcp+CURVE (the remote-peer path), paired per round."""
+    agents = 2
+    rows: dict[str, dict[str, list]] = {t: {"single": [], "batched": [], "lat": []} for t in ("ipc", "tcp")}
+    for round_ in range(repeat):
+        for kind in ("ipc", "tcp"):
+            r = orchflow_throughput(tmp, agents, n, False, tag=f"x{round_}", tcp=kind == "tcp")
+            for key in ("single", "batched"):
+                rows[kind][key].append(r[key])
+            rows[kind]["lat"] += r["lat"]
+    print(f"transport: sys.noop (inline handler), journal off, {agents} agents x capacity {256 // agents}; "
+          f"median of {repeat} paired rounds")
+    print(f"{'setup':52} {'tasks/s':>10} {'vs ipc':>8} {'p50 us':>8} {'p99 us':>8}")
+    ipc = {k: statistics.median(v) for k, v in rows["ipc"].items() if k != "lat"}
+    for kind, label in (("ipc", "ipc"), ("tcp", "tcp 127.0.0.1 + CURVE")):
+        r = rows[kind]
+        single, batched = statistics.median(r["single"]), statistics.median(r["batched"])
+        print(f"{f'Client.submit_nowait() x{n}, {label}':52} {single:10.0f} {single / ipc['single']:7.2f}x "
+              f"{pct(r['lat'], .5):8.0f} {pct(r['lat'], .99):8.0f}")
+        print(f"{f'Client.submit_many(500 per call), {label}':52} {batched:10.0f} {batched / ipc['batched']:7.2f}x")
+    print("(p50/p99: Client.call() round trips, one at a time)\n")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--role", nargs="*")
@@ -197,6 +258,7 @@ def main() -> None:
     ap.add_argument("--events", type=int, default=200000)
     ap.add_argument("--journal", action="store_true", help="also measure with the durable LMDB journal")
     ap.add_argument("--repeat", type=int, default=3, help="rounds per setup; the figures are medians")
+    ap.add_argument("--transport-only", action="store_true", help="only the ipc vs tcp+CURVE rows")
     args = ap.parse_args()
     if args.role:
         role, *rest = args.role
@@ -208,6 +270,9 @@ def main() -> None:
     print(f"bus benchmark: {n} no-op tasks per run, {os.cpu_count()} cores, ipc endpoints; median of "
           f"{args.repeat} rounds, each round the baseline then orchflow (a noisy VM drifts; rounds pair them)\n")
     with tempfile.TemporaryDirectory(prefix="orchflow-bench-") as tmp:
+        transport(tmp, n, args.repeat)
+        if args.transport_only:
+            return
         print(f"{'setup':34} {'tasks/s':>10} {'vs baseline':>12} {'p50 us':>8} {'p99 us':>8}")
         for agents in (2, 8):
             modes = [False, True] if args.journal else [False]
