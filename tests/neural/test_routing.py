@@ -32,7 +32,8 @@ def test_broker_retrains_and_routes_to_the_faster_agent(procs, run_dir):
         deadline = time.monotonic() + 30
         router = None
         while time.monotonic() < deadline and router is None:        # the broker asks for retraining itself
-            router = next((m for m in c.call("neural.list", {}, timeout=10) if m["name"] == R.MODEL_NAME), None)
+            models = c.call("neural.list", {}, timeout=10, project="orchflow")  # the swarm's own models
+            router = next((m for m in models if m["name"] == R.MODEL_NAME), None)
             time.sleep(0.3)
         assert router is not None, "the broker never had the routing model trained"
         assert router["meta"]["samples"] >= 40 and router["meta"]["mae_log10_ms"] < 0.3
