@@ -321,3 +321,19 @@ def test_models_are_scoped_per_project(secure):
         # the routing model is the swarm's: no project may retrain or replace it
         with pytest.raises(Exception, match="orchflow"):
             a.call("neural.train_router", {}, timeout=10)
+
+
+def test_shared_memory_needs_its_own_write_permission(secure):
+    secure.ring.add("client", "writer", projects=["a"], shared_write=True)
+    secure.secret["writer"] = secure.ring.dir / "issued" / "writer.key_secret"
+    memory = os.path.join(secure.home, "memory")
+    secure.procs.agent("mem0", capacity=4, kinds="sys.echo", extra=["--memory", memory])
+    secure.procs.wait_agents(1)
+    with secure.client("ci-a", "a") as reader, secure.client("writer", "a") as writer:
+        assert writer.call("memory.put", {"ns": "shared", "key": "style", "value": "pep8"}, timeout=10) is True
+        assert reader.call("memory.get", {"ns": "shared", "key": "style"}, timeout=10) == "pep8"
+        assert reader.call("memory.put", {"key": "own", "value": 1}, timeout=10) is True  # its own project
+        from bus.errors import TaskFailed
+        with pytest.raises(TaskFailed, match="may read 'shared' but not write it"):
+            reader.call("memory.put", {"ns": "shared", "key": "style", "value": "tabs"}, timeout=10)
+        assert writer.call("memory.get", {"ns": "shared", "key": "style"}, timeout=10) == "pep8"
