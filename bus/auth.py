@@ -182,7 +182,11 @@ class KeyRing:
     def refresh(self, every: float = 1.0) -> None:
         """Reload at most once per ``every`` seconds: cheap enough for the broker loop."""
         if time.monotonic() - self._checked >= every:
-            self.reload()
+            try:
+                self.reload()
+            except AuthError as exc:  # a half-edited file must not stop the broker: keep the last good list
+                self._checked = time.monotonic()
+                log.error("keeping the previous identities: %s", exc)
 
     # ------------------------------------------------------------------ lookups
 
