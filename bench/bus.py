@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from bus import Client  # noqa: E402
 from bus import protocol as P  # noqa: E402
-from launcher.procs import ProcessGroup  # noqa: E402
+from launcher.procs import ProcessGroup, free_tcp_block  # noqa: E402
 
 # ---------------------------------------------------------------------------- baseline roles
 
@@ -121,21 +121,6 @@ def baseline_throughput(tmp: str, workers: int, n: int, tag: str = "") -> tuple[
         return rate, lat
 
 
-def free_ports() -> int:
-    import socket
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            for p in (port + 1, port + 2):
-                with socket.socket() as t:
-                    t.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-
-
 def orchflow_throughput(tmp: str, agents: int, n: int, journal: bool, tag: str = "",
                         tcp: bool = False) -> dict[str, object]:
     """``tcp``: clients and agents reach the broker over 127.0.0.1 with CURVE keys
@@ -152,7 +137,7 @@ def orchflow_throughput(tmp: str, agents: int, n: int, journal: bool, tag: str =
             agent_secret = ring.add("agent", "bench-agent", kinds=["sys.noop"])
             broker_key = str(ring.broker_files()[0])
             curve = CurveCredentials.from_files(client_secret, broker_key)
-            port = free_ports()
+            port = free_tcp_block()
             g.broker(journal=os.path.join(g.run_dir, "journal") if journal else None,
                      tcp=f"127.0.0.1:{port}", keys_home=home)
             front = f"tcp://127.0.0.1:{port}"

@@ -20,6 +20,26 @@ from bus.errors import BusError
 from bus.lifeline import PARENT_ENV
 
 
+def free_tcp_block(host: str = "127.0.0.1", tries: int = 50) -> int:
+    """A free port whose next two are free too: ``--tcp HOST:PORT`` binds PORT..PORT+2.
+    For tests and benchmarks that start a broker on loopback."""
+    import socket
+    for _ in range(tries):
+        with socket.socket() as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
+        if port > 65000:
+            continue
+        try:
+            for p in (port + 1, port + 2):
+                with socket.socket() as t:
+                    t.bind((host, p))
+            return port
+        except OSError:
+            continue
+    raise RuntimeError("no block of three free ports")
+
+
 class ProcessGroup:
     def __init__(self, run_dir: str | os.PathLike, log_dir: str | os.PathLike | None = None,
                  lifeline: bool = False) -> None:

@@ -13,21 +13,35 @@ from bus.protocol import Command
 
 
 class RawPeer:
-    """A DEALER speaking OFP by hand: ``send`` any frames, ``expect`` a command."""
+    """A DEALER speaking OFP by hand: ``send`` any frames, ``expect`` a command.
+
+    A peer the broker refuses at the handshake (NULL or unknown key over CURVE)
+    loses its only pipe: libzmq ends the session on a protocol error, and a DEALER
+    with no pipe blocks in send for ever.  So sends time out, and ``send`` says
+    whether the message left.
+    """
+
+    SEND_TIMEOUT_MS = 2000
 
     def __init__(self, endpoint: str, signature: bytes, curve: CurveCredentials | None = None) -> None:
         self.signature = signature
         self.sock = zmq.Context.instance().socket(zmq.DEALER)
         self.sock.linger = 0
+        self.sock.sndtimeo = self.SEND_TIMEOUT_MS
         if curve is not None:
             curve.apply(self.sock)
         self.sock.connect(endpoint)
 
-    def send(self, command: Command, body: Any = None, raw: bytes | None = None) -> None:
+    def send(self, command: Command, body: Any = None, raw: bytes | None = None) -> bool:
+        """True if the message reached a pipe; False if the socket has none (refused)."""
         frames = P.message(self.signature, command, body)
         if raw is not None:
             frames[2] = raw
-        self.sock.send_multipart(frames)
+        try:
+            self.sock.send_multipart(frames)
+        except zmq.Again:
+            return False
+        return True
 
     def recv(self, timeout: float = 5.0) -> tuple[Command, Any] | None:
         if not self.sock.poll(timeout * 1000):

@@ -9,7 +9,6 @@ messages said.
 from __future__ import annotations
 
 import os
-import socket
 import stat
 import time
 
@@ -21,29 +20,11 @@ from bus.auth import CurveCredentials, KeyRing
 from bus.client import Client
 from bus.errors import TaskRejected
 from bus.protocol import Command
-from launcher.procs import ProcessGroup
+from launcher.procs import ProcessGroup, free_tcp_block
 
 from peers import RawPeer  # tests/bus/peers.py (pytest puts this directory on sys.path)
 
 pytestmark = pytest.mark.timeout(120)
-
-
-def free_port_block() -> int:
-    """A port whose next two are free too (the broker binds PORT..PORT+2)."""
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port > 65000:
-            continue
-        try:
-            for p in (port + 1, port + 2):
-                with socket.socket() as t:
-                    t.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no block of three free ports")
 
 
 class Swarm:
@@ -58,7 +39,7 @@ class Swarm:
             "agent-any": self.ring.add("agent", "agent-any", kinds=["job"]),
             "revokee": self.ring.add("client", "revokee", projects=["a"]),
         }
-        self.port = free_port_block()
+        self.port = free_tcp_block()
         self.procs = ProcessGroup(os.path.join(run_dir, "run"))
         self.procs.broker(tcp=f"127.0.0.1:{self.port}", keys_home=self.home, heartbeat=0.5)
         self.ipc = self.procs.endpoints

@@ -22,6 +22,7 @@ import warnings
 import pytest
 
 from bus.auth import KeyRing
+from launcher.procs import free_tcp_block
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -115,7 +116,7 @@ def test_broker_and_agent_on_different_hosts_over_curve():
         agent_key = ring.add("agent", "far-agent", kinds=["sys.echo"])
         client_key = ring.add("client", "far-ci", projects=["remote-ci"])
         broker_public = str(ring.broker_files()[0])
-        port = PORT if hosts.isolated else _free_port()
+        port = PORT if hosts.isolated else free_tcp_block()
         base = f"tcp://{hosts.broker_addr}"
         broker = subprocess.Popen(hosts.command(0, [sys.executable, "-m", "bus", "--run-dir",
                                                     os.path.join(work, "run"), "--keys-home", home,
@@ -153,22 +154,6 @@ def test_broker_and_agent_on_different_hosts_over_curve():
         if hosts.isolated:
             hosts.remove()
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _free_port() -> int:
-    import socket
-    for _ in range(50):
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        try:
-            for p in (port + 1, port + 2):
-                with socket.socket() as t:
-                    t.bind(("127.0.0.1", p))
-            return port
-        except OSError:
-            continue
-    raise RuntimeError("no three free ports")
 
 
 def _wait_for_socket(path: str, proc: subprocess.Popen, log: str, timeout: float = 20.0) -> None:
