@@ -17,3 +17,13 @@ class TaskCancelled(Exception):
     def __init__(self, task_id: str) -> None:
         super().__init__(f"task {task_id} was cancelled")
         self.task_id = task_id
+
+
+class TaskError(Exception):
+    """Raise from a handler to fail the task with a clear message and keep ``result``
+    (an exit code, an output tail) in its outcome: a failure people can act on
+    without a traceback.  ``result`` must be msgpack-able, like any result."""
+
+    def __init__(self, message: str, result: object = None) -> None:
+        super().__init__(message)
+        self.result = result

@@ -31,7 +31,7 @@ from bus.auth import CurveCredentials, credentials_for
 from bus import protocol as P
 from bus.protocol import Command
 
-from .errors import AgentError, Retry, TaskCancelled
+from .errors import AgentError, Retry, TaskCancelled, TaskError
 
 log = logging.getLogger("orchflow.agent")
 
@@ -356,6 +356,11 @@ class Agent:
             return {"id": task_id, "error": str(exc) or "retry requested", "retry": True}
         if isinstance(exc, TaskCancelled):
             return {"id": task_id, "error": "cancelled"}
+        if isinstance(exc, TaskError):
+            entry: dict[str, Any] = {"id": task_id, "error": str(exc) or "failed"}
+            if exc.result is not None:
+                entry["result"] = exc.result
+            return entry
         tb = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3)
         return {"id": task_id, "error": f"{type(exc).__name__}: {exc}", "traceback": "".join(tb)[-4000:]}
 
@@ -446,5 +451,13 @@ class Agent:
                 self._failed.append({"id": entry["id"], "error": f"too-large: result of {size} bytes exceeds "
                                                                  f"the {P.MAX_BODY}-byte message limit"})
         if self._failed:
-            self._send(sock, Command.FAILED, self._failed)
-            self._failed = []
+            failed, self._failed = self._failed, []
+            try:
+                bodies, oversize = P.batches_under(failed, P.MAX_BODY)
+            except (TypeError, ValueError):  # a TaskError result that does not pack
+                bodies, oversize = [], [(entry, 0) for entry in failed]
+            for body in bodies:
+                self._send_packed(sock, Command.FAILED, body)
+            for entry, size in oversize:  # keep the reason, drop the data no client could receive
+                note = f"too-large: failure data of {size} bytes dropped" if size else "failure data not serializable"
+                self._send(sock, Command.FAILED, [{"id": entry["id"], "error": f"{P.describe_error(entry.get('error'))} ({note})"}])

@@ -598,7 +598,7 @@ class Broker:
                     entries = self._fail_oversize_results(agent, entries)
                 self._on_done(agent, entries)
             elif command is Command.FAILED:
-                self._on_failed(agent, entries)
+                self._on_failed(agent, entries, oversize=len(frames[-1]) > self.config.max_body)
             elif command is Command.PROGRESS:
                 self._on_progress(agent, entries)
             elif running is not None:
@@ -691,10 +691,15 @@ class Broker:
         for entry in entries:
             self._settle(agent, entry["id"], State.DONE, entry.get("result"), None, False)
 
-    def _on_failed(self, agent: AgentRecord, entries: list[dict]) -> None:
+    def _on_failed(self, agent: AgentRecord, entries: list[dict], oversize: bool = False) -> None:
+        """A FAILED entry may keep data beside its error (``result``: a shell task's exit
+        code and output tail); data no client could receive is dropped, the error kept."""
         for entry in entries:
-            self._settle(agent, entry["id"], State.FAILED, None, P.describe_error(entry.get("error")),
-                         entry.get("retry") is True)
+            error, data = P.describe_error(entry.get("error")), entry.get("result")
+            if oversize and data is not None and len(P.pack(data)) + 1024 > self.config.max_body:
+                self.counters.oversize += 1
+                data, error = None, f"{error} (too-large: failure data dropped)"
+            self._settle(agent, entry["id"], State.FAILED, data, error, entry.get("retry") is True)
 
     def _settle(self, agent: AgentRecord, task_id: str, state: str, result: Any,
                 error: str | None, retry: bool) -> None:
@@ -718,7 +723,7 @@ class Broker:
         elif retry and task.attempts <= task.max_retries:
             self._requeue(task, f"agent asked for retry: {error}")
         else:
-            self._finish(task, State.FAILED, error=error)
+            self._finish(task, State.FAILED, result=result, error=error)
 
     def _on_progress(self, agent: AgentRecord, entries: list[dict]) -> None:
         if not self.events.wants("task.progress"):

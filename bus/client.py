@@ -64,7 +64,7 @@ def task_entry(task_id: str, kind: str, payload: Any, priority: int | None, dead
 def outcome_value(outcome: dict[str, Any]) -> Any:
     if outcome.get("state") == State.DONE:
         return outcome.get("result")
-    raise TaskFailed(outcome.get("id", "?"), outcome.get("state", "?"), outcome.get("error"))
+    raise TaskFailed(outcome.get("id", "?"), outcome.get("state", "?"), outcome.get("error"), outcome.get("result"))
 
 
 class Client:

@@ -38,11 +38,12 @@ class BrokerUnavailable(BusError):
 class TaskFailed(BusError):
     """The task ended in a state other than ``done``."""
 
-    def __init__(self, task_id: str, state: str, error: str | None) -> None:
+    def __init__(self, task_id: str, state: str, error: str | None, result: object = None) -> None:
         super().__init__(f"task {task_id} {state}: {error}")
         self.task_id = task_id
         self.state = state
         self.error = error
+        self.result = result  # data the agent kept beside the failure (a shell task's exit code, output)
 
 
 class TaskRejected(BusError):

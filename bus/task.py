@@ -92,6 +92,8 @@ class Task:
             out["result"] = self.result
         else:
             out["error"] = self.error
+            if self.result is not None:  # a failure's data: exit code, output tail
+                out["result"] = self.result
         return out
 
     def assignment(self) -> dict[str, Any]:

@@ -318,3 +318,33 @@ def test_shared_memory_needs_its_own_write_permission(secure):
         with pytest.raises(TaskFailed, match="may read 'shared' but not write it"):
             reader.call("memory.put", {"ns": "shared", "key": "style", "value": "tabs"}, timeout=10)
         assert writer.call("memory.get", {"ns": "shared", "key": "style"}, timeout=10) == "pep8"
+
+
+def test_payload_values_never_reach_the_logs(secure):
+    """SECURITY.md: log lines name ids, kinds, agents and reasons, never payloads.  A
+    marker rides in every place a payload value can: shell env and command, a task that
+    fails, an oversize result, a refused submit, a forged result, a hostile READY."""
+    marker = "S3CR3T-9f2c"
+    secure.procs.agent("worker", capacity=2, kinds="shell,sys.echo")
+    secure.procs.wait_agents(1)
+    with secure.local("a") as c, RawPeer(secure.ipc.backend, P.AGENT) as forger, \
+            RawPeer(secure.ipc.frontend, P.CLIENT) as raw:
+        ok = c.submit("shell", {"cmd": f"echo {marker}", "env": {"DEPLOY_TOKEN": marker}})
+        bad = c.submit("shell", {"cmd": f"echo {marker} >&2; exit 3", "env": {"T": marker}})
+        missing = c.submit("shell", {"cmd": "true", "cwd": f"/nonexistent/{marker}"})
+        echoed = c.submit("sys.echo", {"token": marker})
+        for task_id in (ok, bad, missing, echoed):
+            c.outcome(task_id, timeout=20)
+        forger.send(Command.DONE, [{"id": ok, "result": marker, "error": marker}])
+        forger.send(Command.READY, {"name": marker, "kinds": [marker * 200], "capacity": marker})
+        raw.send(Command.SUBMIT, [{"kind": "sys.echo", "payload": marker, "priority": marker}])
+        raw.send(Command.SUBMIT, [{"kind": marker * 100, "payload": marker}])
+        raw.send(Command.WORKFLOW, {"steps": [{"name": marker, "kind": "x", "deps": [marker]}]})
+        assert raw.drain(1.0), "the broker answered the refused messages"
+    secure.procs.close()  # flush and end every process, so its whole log is on disk
+    logs = sorted(secure.procs.log_dir.glob("*.log"))
+    assert {p.name for p in logs} >= {"broker.log", "worker.log"}
+    for path in logs:
+        text = path.read_text(errors="replace")
+        assert marker not in text, f"{path.name} holds a payload value: " + \
+            text[max(0, text.find(marker) - 200):text.find(marker) + 50]
