@@ -26,6 +26,18 @@ from store import SHARED, Forbidden, Memory, project_namespace
 from .runtime import Agent, TaskContext
 
 WRITE_KINDS = {"memory.put", "memory.delete", "memory.cas", "memory.incr"}
+_NS = "ns?: namespace (default project:<project>; 'shared' for all)"
+#: What ``orchflow kinds`` shows for each memory kind.
+PAYLOAD_FIELDS = {
+    "memory.get": f"key, default?, {_NS}",
+    "memory.put": f"key, value, ttl?: seconds, {_NS}",
+    "memory.delete": f"key, {_NS}",
+    "memory.cas": f"key, expected, value, ttl?, {_NS}",
+    "memory.incr": f"key, delta?: int (default 1), {_NS}",
+    "memory.items": f"prefix?, {_NS}",
+    "memory.search": f"text, {_NS}",
+    "memory.namespaces": "{} : the namespaces this project may use",
+}
 
 
 class MemoryService:

@@ -524,6 +524,8 @@ class Broker:
             "agents": [{"name": a.name, "kinds": a.kinds, "capacity": a.capacity,
                         "inflight": len(a.inflight), "completed": a.completed} for a in self.agents.values()],
             "queues": {k: len(q) for k, q in self.queues.items() if len(q)},
+            # queued work no registered agent serves: it waits for one, and people should know
+            "unserved": {k: len(q) for k, q in self.queues.items() if len(q) and not self.by_kind.get(k)},
             "live": len(self.tasks),
             "counters": vars(self.counters).copy(),
             "events_dropped": self.events.dropped,

@@ -243,7 +243,8 @@ class Client:
         """
         now = time.monotonic()
         deadline = None if timeout is None else now + timeout
-        next_fetch = now + REFETCH_INTERVAL
+        # An id this client did not submit (``orchflow result ID``): ask at once.
+        next_fetch = now + REFETCH_INTERVAL if task_id in self._sent else now
         probe = None if probe_after is None else now + probe_after
         while task_id not in self._outcomes:
             if task_id in self._unknown:
@@ -345,6 +346,10 @@ class Client:
         return Subscription(self.ctx, self.events_endpoint, topics)
 
 
+#: Topics of :meth:`Subscription.wait_live` probes; no real event starts with it.
+PROBE_PREFIX = b"orchflow.probe."
+
+
 class Subscription:
     """Iterator of ``(topic, body)`` events; prefix-matched topics, all if none given."""
 
@@ -359,14 +364,45 @@ class Subscription:
             curve.apply(self.sock)
         self.sock.connect(endpoint)
         self._prefix = b"" if project is None else project.encode() + b"\x00"
+        self._early: list[list[bytes]] = []  # events read while waiting for a probe
         topics = list(topics) or [""]
         for topic in topics:
             self.sock.subscribe(self._prefix + topic.encode())
 
+    def wait_live(self, events_in: str, timeout: float = 2.0) -> bool:
+        """Block until the event proxy holds this subscription, so nothing published
+        after this returns is missed (ZeroMQ's slow joiner).  A private probe topic goes
+        out through ``events_in`` until it comes back: subscriptions travel in order, so
+        by then the proxy has every topic asked before it.  False if it never came."""
+        probe = PROBE_PREFIX + secrets.token_hex(8).encode()
+        self.sock.subscribe(probe)
+        pub = self.sock.context.socket(zmq.PUB)
+        pub.linger = 0
+        pub.connect(events_in)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                pub.send_multipart([probe, P.pack(None)])
+                while self.sock.poll(10):
+                    frames = self.sock.recv_multipart()
+                    if frames[0] == probe:
+                        return True
+                    self._early.append(frames)  # a real event that came first: kept for recv
+            return False
+        finally:
+            pub.close(linger=0)
+            self.sock.unsubscribe(probe)
+
     def recv(self, timeout: float | None = None) -> tuple[str, Any] | None:
-        if timeout is not None and not self.sock.poll(timeout * 1000):
-            return None
-        frames = self.sock.recv_multipart()
+        while True:
+            if self._early:
+                frames = self._early.pop(0)
+            elif timeout is not None and not self.sock.poll(timeout * 1000):
+                return None
+            else:
+                frames = self.sock.recv_multipart()
+            if not frames[0].startswith(PROBE_PREFIX):  # skip probes: others' (all topics), our late copies
+                break
         if self._prefix and frames[0].startswith(self._prefix):
             frames[0] = frames[0][len(self._prefix):]
         try:

@@ -7,16 +7,16 @@ import json
 import os
 import sys
 from dataclasses import asdict
-import time
 from pathlib import Path
 
 from bus.auth import CurveCredentials
 from bus.client import Client, outcome_value
 from bus.endpoints import Endpoints
-from bus.errors import AuthError, BusError, TaskFailed
+from bus.errors import AuthError, BusError, TaskFailed, TaskRejected
 from store.env import orchflow_home
 
-from . import keys_cli
+from . import exit_codes, keys_cli, task_cli
+from .errors import CliError
 from .supervisor import read_state
 
 
@@ -37,23 +37,31 @@ def render_status(st: dict) -> str:
             lines.append(f"  {wid} [{wf['strategy']}] " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     queues = st.get("queues") or {}
     lines.append("queues: " + (", ".join(f"{k} {v}" for k, v in queues.items()) if queues else "empty"))
-    health = "ok" if st["agents"] and not (c["malformed_frontend"] or c["malformed_backend"]) else "check"
+    unserved = st.get("unserved") or {}
+    health = "ok" if st["agents"] and not (c["malformed_frontend"] or c["malformed_backend"] or unserved) else "check"
     lines.append(f"health: {health} (agents lost {c['agents_lost']}, malformed messages "
                  f"{c['malformed_frontend'] + c['malformed_backend']}, events dropped {st['events_dropped']})")
+    if unserved:
+        lines.append("  no agent serves: " + ", ".join(f"{k} ({n} queued)" for k, n in unserved.items())
+                     + "; `orchflow cancel` or start an agent for them")
     return "\n".join(lines)
 
 
-def neural_command(c: Client, args: argparse.Namespace) -> object:
+def neural_command(c: Client, args: argparse.Namespace, events_in: str | None) -> object:
     if args.op == "list":
         return c.call("neural.list", {}, timeout=30)
     if not args.name:
-        raise SystemExit("orchflow neural: a model name is needed")
+        raise CliError("neural: a model name is needed")
     if args.op == "load":
+        if not args.file:
+            raise CliError("neural load: give NAME and a FANN network FILE")
         with open(args.file) as f:
             return c.call("neural.load", {"name": args.name, "fann": f.read()}, timeout=30)
     if args.op == "run":
         return c.call("neural.run", {"name": args.name, "version": args.version,
-                                     "input": json.loads(args.input or "[]")}, timeout=30)
+                                     "input": task_cli.parse_json(args.input or "[]", "--input")}, timeout=30)
+    if not args.file:
+        raise CliError("neural train: give NAME and a FANN training-data FILE")
     with open(args.file) as f:
         payload = {"name": args.name, "version": args.version, "data_text": f.read(), "max_epochs": args.epochs,
                    "desired_error": args.desired_error, "report_every": max(1, args.epochs // 20)}
@@ -61,34 +69,13 @@ def neural_command(c: Client, args: argparse.Namespace) -> object:
         payload["algorithm"] = args.algorithm
     if args.cascade:
         payload["cascade_neurons"] = args.cascade
-    return outcome_value(wait_with_progress(c, c.submit, "neural.train", payload, None, quiet=args.json))
-
-
-def wait_with_progress(c: Client, submit, kind: str, payload: object, timeout: float | None,
-                       quiet: bool) -> dict:
-    """Submit, then wait for the outcome while printing the task's progress events to stderr."""
-    deadline = None if timeout is None else time.monotonic() + timeout
-    with c.subscribe("task.progress") as sub:
-        task = submit(kind, payload)
-        while True:
-            try:
-                return c.outcome(task, timeout=0.2)
-            except TimeoutError:
-                if deadline is not None and time.monotonic() > deadline:
-                    raise
-                event = sub.recv(timeout=0)
-                while event is not None:
-                    if event[1].get("id") == task and not quiet:
-                        print(f"  {format_progress(event[1].get('data'))}", file=sys.stderr, flush=True)
-                    event = sub.recv(timeout=0)
-
-
-def format_progress(data: object) -> str:
-    if isinstance(data, dict) and "line" in data:      # shell output
-        return f"[{data.get('stream', 'out')}] {data['line']}"
-    if isinstance(data, dict) and "epoch" in data:     # neural training
-        return f"epoch {data['epoch']}: MSE {data.get('mse', float('nan')):.6g}"
-    return json.dumps(data, default=str)
+    sub = c.subscribe("task.progress", *task_cli.FINAL_TOPICS)
+    try:
+        if events_in is not None:
+            sub.wait_live(events_in)
+        return outcome_value(task_cli.wait_for(c, c.submit("neural.train", payload), sub, None, quiet=args.json))
+    finally:
+        sub.close()
 
 
 def store_command(home: Path, args: argparse.Namespace) -> int:
@@ -114,35 +101,39 @@ def store_command(home: Path, args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)  # accepted before or after the subcommand
     common.add_argument("--home", default=argparse.SUPPRESS, help="swarm home (default $ORCHFLOW_HOME or ~/.orchflow)")
-    common.add_argument("--project", default=argparse.SUPPRESS, help="project the tasks belong to")
+    common.add_argument("--project", default=argparse.SUPPRESS, help="project the tasks belong to (default 'default')")
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help="machine-readable output")
     common.add_argument("--broker", default=argparse.SUPPRESS, metavar="tcp://HOST:PORT",
                         help="a remote broker's client endpoint, instead of the local swarm's; CURVE keys "
                              "from --key/--broker-key or ORCHFLOW_KEY/ORCHFLOW_BROKER_KEY")
     common.add_argument("--key", default=argparse.SUPPRESS, help="this client's .key_secret file (orchflow keys add)")
     common.add_argument("--broker-key", default=argparse.SUPPRESS, help="the broker's broker.key file")
-    ap = argparse.ArgumentParser(prog="orchflow", description="Use a running orchflow swarm.", parents=[common])
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    s = sub.add_parser("submit", parents=[common], help="submit a task (--wait for its result)")
-    s.add_argument("kind")
-    s.add_argument("--payload", default="null", help="JSON")
-    s.add_argument("--wait", action="store_true")
-    s.add_argument("--timeout", type=float, default=None)
+    ap = argparse.ArgumentParser(
+        prog="orchflow", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Use a running orchflow swarm (start one with orchflow-launch).",
+        epilog="examples:\n"
+               "  orchflow submit shell --payload '{\"cmd\": \"make test\"}' --wait && echo passed\n"
+               "  orchflow result ID --wait --timeout 60\n"
+               "  orchflow kinds\n\n" + exit_codes.HELP)
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    task_cli.add_parsers(sub, common)
     sub.add_parser("status", parents=[common], help="agents, queues, counters")
     sub.add_parser("agents", parents=[common], help="registered agents")
     sub.add_parser("stop", parents=[common], help="stop the swarm (as orchflow-launch stop)")
     e = sub.add_parser("events", parents=[common], help="live tail of events")
-    e.add_argument("topics", nargs="*")
+    e.add_argument("topics", nargs="*", help="topic prefixes, e.g. task. agent. (default: all)")
     m = sub.add_parser("memory", parents=[common], help="swarm memory")
     m.add_argument("op", choices=["get", "put", "delete", "list", "search", "namespaces", "verify", "salvage"],
-                   help="verify [PATH]: check a store in a child process (exit 1 if damaged); "
+                   help="get KEY, put KEY JSON, delete KEY, list [PREFIX], search TEXT, namespaces; "
+                        "verify [PATH]: check a store in a child process (exit 1 if damaged); "
                         "salvage SRC DST: copy every readable entry into a new store")
     m.add_argument("args", nargs="*")
-    m.add_argument("--ns", default=None)
-    m.add_argument("--ttl", type=float, default=None)
+    m.add_argument("--ns", default=None, help="namespace (default: the project's)")
+    m.add_argument("--ttl", type=float, default=None, metavar="SECONDS", help="put: expire after SECONDS")
+    m.add_argument("--text", action="store_true", help="put: store VALUE as text instead of parsing it as JSON")
     nn = sub.add_parser("neural", parents=[common], help="models in the neural pool")
     nn.add_argument("op", choices=["list", "load", "run", "train"])
     nn.add_argument("name", nargs="?")
@@ -154,9 +145,56 @@ def main(argv: list[str] | None = None) -> int:
     nn.add_argument("--desired-error", type=float, default=0.0)
     nn.add_argument("--cascade", type=int, default=None, metavar="MAX_NEURONS", help="train with Cascade2")
     keys_cli.add_parser(sub)
-    args = ap.parse_args(argv)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Every failure ends in one line on stderr and an exit code from launcher/exit_codes.py."""
+    args = build_parser().parse_args(argv)
     args.json = getattr(args, "json", False)
     args.project = getattr(args, "project", "default")
+    try:
+        return run(args)
+    except CliError as exc:
+        print(f"orchflow: {exc}", file=sys.stderr)
+        return exc.code
+    except TaskFailed as exc:
+        print(f"orchflow: {exc}", file=sys.stderr)
+        return exit_codes.for_state(exc.state)
+    except (TaskRejected, AuthError) as exc:
+        print(f"orchflow: {exc}", file=sys.stderr)
+        return exit_codes.USAGE
+    except BusError as exc:
+        print(f"orchflow: {exc}", file=sys.stderr)
+        return exit_codes.UNAVAILABLE
+    except KeyboardInterrupt:
+        print("orchflow: interrupted", file=sys.stderr)
+        return exit_codes.INTERRUPTED
+    except OSError as exc:
+        print(f"orchflow: {exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else ""), file=sys.stderr)
+        return exit_codes.USAGE if isinstance(exc, (FileNotFoundError, IsADirectoryError)) else exit_codes.INTERNAL
+    except Exception as exc:  # noqa: BLE001 - a bug: one line that says so, never a traceback
+        print(f"orchflow: internal error: {type(exc).__name__}: {exc} (please report)", file=sys.stderr)
+        return exit_codes.INTERNAL
+
+
+def connect(home: Path, args: argparse.Namespace) -> tuple[dict, CurveCredentials | None]:
+    """The swarm's endpoints, and CURVE keys for a remote one."""
+    remote = getattr(args, "broker", None)
+    if not remote:
+        state = read_state(home)
+        if not state:
+            raise CliError(f"no swarm found under {home}; start one with orchflow-launch", exit_codes.UNAVAILABLE)
+        return state["endpoints"], None
+    key = getattr(args, "key", None) or os.environ.get("ORCHFLOW_KEY")
+    broker_key = getattr(args, "broker_key", None) or os.environ.get("ORCHFLOW_BROKER_KEY") \
+        or str(home / "keys" / "broker.key")
+    if not key:
+        raise CliError("--broker tcp://... needs this client's key: --key FILE or ORCHFLOW_KEY")
+    return {"frontend": remote, "events": Endpoints.events_beside(remote)}, CurveCredentials.from_files(key, broker_key)
+
+
+def run(args: argparse.Namespace) -> int:
     home = Path(getattr(args, "home", None) or orchflow_home())
     if args.cmd == "stop":
         from .cli import stop_swarm
@@ -165,75 +203,63 @@ def main(argv: list[str] | None = None) -> int:
         return keys_cli.run(home, args)
     if args.cmd == "memory" and args.op in ("verify", "salvage"):
         return store_command(home, args)
-    remote = getattr(args, "broker", None)
-    curve = None
-    if remote:
-        ep = {"frontend": remote, "events": Endpoints.events_beside(remote)}
-        try:
-            key = getattr(args, "key", None) or os.environ.get("ORCHFLOW_KEY")
-            broker_key = getattr(args, "broker_key", None) or os.environ.get("ORCHFLOW_BROKER_KEY") \
-                or str(home / "keys" / "broker.key")
-            if not key:
-                raise AuthError("--broker tcp://... needs this client's key: --key FILE or ORCHFLOW_KEY")
-            curve = CurveCredentials.from_files(key, broker_key)
-        except AuthError as exc:
-            print(f"orchflow: {exc}", file=sys.stderr)
-            return 2
-    else:
-        state = read_state(home)
-        if not state:
-            print(f"orchflow: no swarm found under {home}; start one with orchflow-launch", file=sys.stderr)
-            return 2
-        ep = state["endpoints"]
+    ep, curve = connect(home, args)
+    events_in = ep.get("events_in")  # local swarms only: what Subscription.wait_live probes through
 
-    def show(value: object) -> None:
-        print(json.dumps(value, indent=None if args.json else 2, default=str))
+    with Client(ep["frontend"], events=ep["events"], project=args.project, curve=curve) as c:
+        if args.cmd == "submit":
+            return task_cli.submit_command(c, args, events_in)
+        if args.cmd == "result":
+            return task_cli.result_command(c, args)
+        if args.cmd == "cancel":
+            return task_cli.cancel_command(c, args)
+        if args.cmd == "kinds":
+            return task_cli.kinds_command(c, args)
+        if args.cmd == "status":
+            status = c.status()
+            task_cli.show(status, True) if args.json else print(render_status(status))
+        elif args.cmd == "agents":
+            agents = c.status()["agents"]
+            if args.json:
+                task_cli.show(agents, True)
+            else:
+                for a in agents:
+                    print(f"{a['name']:12} {a['inflight']:>3}/{a['capacity']:<4} done {a['completed']:<8} "
+                          f"{', '.join(a['kinds'])}")
+        elif args.cmd == "events":
+            for topic, body in c.subscribe(*args.topics):
+                print(json.dumps({"topic": topic, **body}) if args.json else f"{topic:16} {body}", flush=True)
+        elif args.cmd == "neural":
+            task_cli.show(neural_command(c, args, events_in), args.json)
+        elif args.cmd == "memory":
+            task_cli.show(c.call(*memory_request(args), timeout=10), args.json)
+    return exit_codes.DONE
 
-    try:
-        with Client(ep["frontend"], events=ep["events"], project=args.project, curve=curve) as c:
-            if args.cmd == "submit":
-                if not args.wait:
-                    show({"id": c.submit(args.kind, json.loads(args.payload))})
-                else:
-                    show(wait_with_progress(c, c.submit, args.kind, json.loads(args.payload), args.timeout,
-                                            quiet=args.json))
-            elif args.cmd == "status":
-                status = c.status()
-                show(status) if args.json else print(render_status(status))
-            elif args.cmd == "agents":
-                agents = c.status()["agents"]
-                if args.json:
-                    show(agents)
-                else:
-                    for a in agents:
-                        print(f"{a['name']:12} {a['inflight']:>3}/{a['capacity']:<4} done {a['completed']:<8} "
-                              f"{', '.join(a['kinds'])}")
-            elif args.cmd == "events":
-                for topic, body in c.subscribe(*args.topics):
-                    print(json.dumps({"topic": topic, **body}) if args.json else f"{topic:16} {body}", flush=True)
-            elif args.cmd == "neural":
-                show(neural_command(c, args))
-            elif args.cmd == "memory":
-                kind = {"list": "memory.items"}.get(args.op, f"memory.{args.op}")
-                payload: dict = {"ns": args.ns} if args.ns else {}
-                if args.op in ("get", "delete"):
-                    payload["key"] = args.args[0]
-                elif args.op == "put":
-                    payload.update(key=args.args[0], value=json.loads(args.args[1]), ttl=args.ttl)
-                elif args.op == "list":
-                    payload["prefix"] = args.args[0] if args.args else ""
-                elif args.op == "search":
-                    payload["text"] = args.args[0]
-                show(c.call(kind, payload, timeout=10))
-    except TaskFailed as exc:
-        print(f"orchflow: {exc}", file=sys.stderr)
-        return 1
-    except BusError as exc:
-        print(f"orchflow: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        return 130
-    return 0
+
+def memory_request(args: argparse.Namespace) -> tuple[str, dict]:
+    """The memory agent's kind and payload for ``orchflow memory OP ARGS``."""
+    need = {"get": 1, "delete": 1, "put": 2, "search": 1}.get(args.op, 0)
+    if len(args.args) < need:
+        names = {"get": "KEY", "delete": "KEY", "put": "KEY VALUE", "search": "TEXT"}[args.op]
+        raise CliError(f"memory {args.op}: give {names}")
+    kind = {"list": "memory.items"}.get(args.op, f"memory.{args.op}")
+    payload: dict = {"ns": args.ns} if args.ns else {}
+    if args.op in ("get", "delete"):
+        payload["key"] = args.args[0]
+    elif args.op == "put":
+        value = args.args[1] if args.text else None
+        if not args.text:
+            try:
+                value = task_cli.parse_json(args.args[1], "VALUE")
+            except CliError as exc:
+                raise CliError(f"memory put: {exc}; a string needs JSON quotes "
+                               f"('\"{args.args[1][:40]}\"'), or pass --text to store it as text") from None
+        payload.update(key=args.args[0], value=value, ttl=args.ttl)
+    elif args.op == "list":
+        payload["prefix"] = args.args[0] if args.args else ""
+    elif args.op == "search":
+        payload["text"] = args.args[0]
+    return kind, payload
 
 
 if __name__ == "__main__":

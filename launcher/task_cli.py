@@ -1,0 +1,285 @@
+"""``orchflow submit``, ``result``, ``cancel`` and ``kinds``: tasks from a terminal or a script.
+
+The exit code follows the task's state (launcher/exit_codes.py), every error is one
+line, and a waited-for task shows its progress up to the last line: the wait ends on
+the task's final *event*, which the broker publishes after every progress event of
+the task, not on the RESULT, which travels another socket and can overtake them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any, Callable
+
+from bus import protocol as P
+from bus.client import Client, Subscription
+from bus.errors import UnknownTask
+
+from . import exit_codes
+from .errors import CliError
+
+FINAL_TOPICS = ("task.done", "task.failed", "task.cancelled", "task.expired")
+#: How long a wait goes on reading events once the RESULT is in, for progress the
+#: RESULT overtook, when the final event itself was lost (a full event queue).
+PROGRESS_GRACE = 1.0
+
+
+def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    s = sub.add_parser("submit", parents=[common], help="submit a task (--wait: its result decides the exit code)",
+                       description="Submit a task of KIND.  Without --wait, print its id.  With --wait, print "
+                                   "its progress on stderr and its outcome on stdout, and exit with its state.",
+                       epilog="examples:\n"
+                              "  orchflow submit shell --payload '{\"cmd\": \"make test\"}' --wait\n"
+                              "  orchflow submit shell --payload @job.json --wait --timeout 600\n"
+                              "  echo '{\"cmd\": \"ls\"}' | orchflow submit shell --payload - --wait\n\n"
+                              + exit_codes.HELP,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("kind", help="the task kind; `orchflow kinds` lists what the swarm serves")
+    s.add_argument("--payload", default="null", metavar="JSON|@FILE|-",
+                   help="the payload: JSON text, @FILE to read it from a file, - for stdin (default null)")
+    s.add_argument("--wait", action="store_true", help="wait for the outcome; exit with its state")
+    s.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="with --wait: stop waiting after SECONDS, exit 5, print the id (the task goes on)")
+    s.add_argument("--priority", type=int, default=None, help="0..9, higher first (default 5)")
+    s.add_argument("--retries", type=int, default=None, metavar="N", help="run again up to N times if lost")
+    s.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
+                   help="expire the task if it has not started SECONDS from now")
+    s.add_argument("--no-cwd", action="store_true",
+                   help="shell: do not send this directory as the task's cwd (the agent's own is used)")
+    s.add_argument("--detach-on-interrupt", action="store_true",
+                   help="Ctrl-C leaves the task running instead of cancelling it")
+    r = sub.add_parser("result", parents=[common], help="a task's outcome (exit code follows its state)",
+                       epilog=exit_codes.HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("id")
+    r.add_argument("--wait", action="store_true", help="wait until the task ends")
+    r.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="with --wait: at most this long")
+    c = sub.add_parser("cancel", parents=[common], help="cancel tasks or workflows by id")
+    c.add_argument("ids", nargs="+", metavar="ID")
+    sub.add_parser("kinds", parents=[common], help="the kinds the swarm serves, their agents and payload fields")
+
+
+# ---------------------------------------------------------------------------- input
+
+
+def parse_json(text: str, what: str) -> Any:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    try:
+        P.pack(value)
+    except UnicodeEncodeError:
+        raise CliError(f"{what} holds text that is not valid UTF-8") from None
+    except (ValueError, OverflowError, TypeError) as exc:
+        raise CliError(f"{what} cannot be sent: {exc}") from None
+    return value
+
+
+def read_payload(spec: str, stdin: Callable[[], bytes] = lambda: sys.stdin.buffer.read()) -> Any:
+    """``--payload``: JSON text, ``@FILE``, or ``-`` for stdin (no argv length limit)."""
+    if spec == "-":
+        raw, what = stdin(), "the payload on stdin"
+    elif spec.startswith("@"):
+        what = f"the payload in {spec[1:]}"
+        try:
+            with open(spec[1:], "rb") as f:
+                raw = f.read()
+        except OSError as exc:
+            raise CliError(f"cannot read --payload {spec}: {exc.strerror or exc}") from None
+    else:
+        return parse_json(spec, "--payload")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise CliError(f"{what} is not UTF-8") from None
+    return parse_json(text, what)
+
+
+def with_caller_cwd(kind: str, payload: Any) -> Any:
+    """A shell task runs where the person typing is, as a local command would."""
+    if kind != "shell":
+        return payload
+    if isinstance(payload, str):
+        payload = {"cmd": payload}
+    if isinstance(payload, dict) and "cwd" not in payload:
+        payload = {**payload, "cwd": os.getcwd()}
+    return payload
+
+
+# ---------------------------------------------------------------------------- output
+
+
+def format_progress(data: object) -> str:
+    if isinstance(data, dict) and "line" in data:      # shell output
+        return f"[{data.get('stream', 'out')}] {data['line']}"
+    if isinstance(data, dict) and "epoch" in data:     # neural training
+        return f"epoch {data['epoch']}: MSE {data.get('mse', float('nan')):.6g}"
+    return data if isinstance(data, str) else json.dumps(data, default=str)
+
+
+def show(value: object, as_json: bool) -> None:
+    print(json.dumps(value, indent=None if as_json else 2, default=str), flush=True)
+
+
+def report_outcome(outcome: dict, as_json: bool) -> int:
+    """Print the outcome; a failure also gets one line on stderr.  Returns the exit code."""
+    show(outcome, as_json)
+    state = outcome.get("state", "?")
+    if state != "done":
+        print(f"orchflow: task {outcome.get('id')} {state}: {outcome.get('error')}", file=sys.stderr)
+    return exit_codes.for_state(state)
+
+
+# ---------------------------------------------------------------------------- waiting
+
+
+class StillRunning(Exception):
+    """The wait's --timeout ran out; the task goes on."""
+
+
+def wait_for(c: Client, task_id: str, sub: Subscription | None, timeout: float | None,
+             quiet: bool = False) -> dict:
+    """The task's outcome, with its progress printed to stderr, the last line included."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    outcome: dict | None = None
+    final_event = False
+    grace_end = 0.0
+    while True:
+        event = sub.recv(timeout=0.05) if sub is not None else None
+        while event is not None:
+            topic, body = event
+            if isinstance(body, dict) and body.get("id") == task_id:
+                if topic == "task.progress" and not quiet:
+                    print(f"  {format_progress(body.get('data'))}", file=sys.stderr, flush=True)
+                elif topic in FINAL_TOPICS:
+                    final_event = True
+            event = sub.recv(timeout=0)
+        if outcome is None:
+            try:
+                outcome = c.outcome(task_id, timeout=0.05 if sub is not None else 0.25)
+                grace_end = time.monotonic() + PROGRESS_GRACE
+            except TimeoutError:
+                pass
+        if outcome is not None and (final_event or sub is None or time.monotonic() > grace_end):
+            return outcome
+        if outcome is None and deadline is not None and time.monotonic() > deadline:
+            raise StillRunning(task_id)
+
+
+def served_kinds(status: dict) -> dict[str, list[dict]]:
+    """Kind -> the agents serving it, from a STATUS reply."""
+    kinds: dict[str, list[dict]] = {}
+    for agent in status["agents"]:
+        for kind in agent["kinds"]:
+            kinds.setdefault(kind, []).append(agent)
+    return kinds
+
+
+def submit_command(c: Client, args: argparse.Namespace, events_in: str | None) -> int:
+    payload = read_payload(args.payload)
+    if not args.no_cwd:
+        payload = with_caller_cwd(args.kind, payload)
+    opts: dict[str, Any] = {"priority": args.priority, "max_retries": args.retries}
+    if args.deadline is not None:
+        opts["deadline"] = time.time() + args.deadline
+    opts = {k: v for k, v in opts.items() if v is not None}
+    if not args.wait:
+        task_id = c.submit(args.kind, payload, **opts)
+        show({"id": task_id}, args.json)
+        warn_if_unserved(c, args.kind)
+        return exit_codes.DONE
+    sub = c.subscribe("task.progress", *FINAL_TOPICS)
+    task_id = None
+    try:
+        if events_in is not None:
+            sub.wait_live(events_in)
+        task_id = c.submit(args.kind, payload, **opts)
+        warn_if_unserved(c, args.kind, waiting=True)
+        return report_outcome(wait_for(c, task_id, sub, args.timeout, quiet=args.json), args.json)
+    except StillRunning:
+        show({"id": task_id, "state": "running"}, args.json)
+        print(f"orchflow: task {task_id} still running after {args.timeout:g}s; "
+              f"`orchflow result {task_id} --wait` waits again", file=sys.stderr)
+        return exit_codes.STILL_RUNNING
+    except KeyboardInterrupt:
+        if task_id is None:
+            raise
+        if args.detach_on_interrupt:
+            print(f"orchflow: interrupted; task {task_id} left running", file=sys.stderr)
+        else:
+            c.cancel(task_id)
+            print(f"orchflow: interrupted; task {task_id} cancelled", file=sys.stderr)
+        show({"id": task_id}, args.json)
+        return exit_codes.INTERRUPTED
+    finally:
+        sub.close()
+
+
+def warn_if_unserved(c: Client, kind: str, waiting: bool = False) -> None:
+    if kind not in served_kinds(c.status()):
+        print(f"orchflow: no agent serves kind {kind!r}" + ("; waiting (Ctrl-C cancels)" if waiting else
+                                                          "; it stays queued until one does"),
+              file=sys.stderr, flush=True)
+
+
+def result_command(c: Client, args: argparse.Namespace) -> int:
+    try:
+        state = c.status([args.id])["tasks"].get(args.id)
+        if state not in (None, *P.State.FINAL) and not args.wait:
+            show({"id": args.id, "state": state}, args.json)
+            return exit_codes.STILL_RUNNING
+        outcome = c.outcome(args.id, timeout=args.timeout if args.wait else 10.0)
+    except UnknownTask:
+        raise CliError(f"no task {args.id!r} (unknown, or finished and compacted away)") from None
+    except TimeoutError:
+        show({"id": args.id, "state": "running"}, args.json)
+        return exit_codes.STILL_RUNNING
+    return report_outcome(outcome, args.json)
+
+
+def cancel_command(c: Client, args: argparse.Namespace) -> int:
+    """Cancel, then report how each id ended: a task that had finished keeps its state."""
+    c.cancel(*args.ids)
+    rows, code = [], exit_codes.DONE
+    for task_id in args.ids:
+        try:
+            outcome = c.outcome(task_id, timeout=10.0)
+            rows.append({"id": task_id, "state": outcome["state"]})
+        except UnknownTask:
+            rows.append({"id": task_id, "state": "unknown"})
+            code = exit_codes.USAGE
+        except TimeoutError:
+            rows.append({"id": task_id, "state": "cancelling"})
+    if args.json:
+        show(rows, True)
+    else:
+        for row in rows:
+            print(f"{row['id']}  {row['state']}")
+    return code
+
+
+def kinds_command(c: Client, args: argparse.Namespace) -> int:
+    from agents.builtin import PAYLOAD_FIELDS as builtin
+    from agents.memory_agent import PAYLOAD_FIELDS as memory
+    from neural.pool import PAYLOAD_FIELDS as neural
+    fields = {**builtin, **memory, **neural}
+    status = c.status()
+    queues = status.get("queues") or {}
+    kinds = served_kinds(status)
+    rows = [{"kind": kind, "agents": sorted(a["name"] for a in agents),
+             "capacity": sum(a["capacity"] for a in agents), "queued": queues.get(kind, 0),
+             "payload": fields.get(kind, "")} for kind, agents in sorted(kinds.items())]
+    rows += [{"kind": kind, "agents": [], "capacity": 0, "queued": depth, "payload": "NOT SERVED: no agent"}
+             for kind, depth in sorted(queues.items()) if kind not in kinds and depth]
+    if args.json:
+        show(rows, True)
+        return exit_codes.DONE
+    width = max([len(r["kind"]) for r in rows] + [4])
+    print(f"{'KIND':{width}}  {'AGENTS':>6}  {'CAP':>4}  {'QUEUED':>6}  PAYLOAD")
+    for r in rows:
+        print(f"{r['kind']:{width}}  {len(r['agents']):>6}  {r['capacity']:>4}  {r['queued']:>6}  {r['payload']}")
+    return exit_codes.DONE

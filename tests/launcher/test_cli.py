@@ -1,0 +1,185 @@
+"""``orchflow`` as scripts and people use it, through the installed console script.
+
+Issue #13, each failing on b788953: failures exited 0, an unknown kind hung for ever,
+``--timeout`` printed a traceback with the wrong figure, bad input printed
+tracebacks, Ctrl-C left the task running without saying its id, shell tasks ran in
+the launcher's directory, and the last progress lines were dropped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+from launcher import exit_codes
+from launcher.supervisor import pid_alive
+
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(scope="module")
+def env():
+    home = tempfile.mkdtemp(prefix="of-cli-")
+    env = dict(os.environ, ORCHFLOW_HOME=home)
+    proc = subprocess.Popen(["orchflow-launch", "--agents", "2"], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    state_file = os.path.join(home, "run", "state.json")
+    try:
+        deadline = time.monotonic() + 30
+        while not (os.path.exists(state_file) and json.load(open(state_file)).get("ready")):
+            assert time.monotonic() < deadline and proc.poll() is None, "the swarm did not start"
+            time.sleep(0.1)
+        yield env
+    finally:
+        pids = json.load(open(state_file))["pids"].values() if os.path.exists(state_file) else []
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
+        for pid in pids:  # nothing left behind, pass or fail
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
+        subprocess.run(["rm", "-rf", home])
+
+
+def orchflow(env, *args, stdin: bytes | None = None, cwd: str | None = None,
+             timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run(["orchflow", *args], env=env, input=stdin, capture_output=True, timeout=timeout,
+                          cwd=cwd)
+
+
+def one_line_error(done: subprocess.CompletedProcess) -> str:
+    err = done.stderr.decode()
+    assert "Traceback" not in err, err
+    lines = [line for line in err.splitlines() if line.startswith("orchflow:")]
+    assert lines, err
+    return lines[-1]
+
+
+def submit_id(env, *args) -> str:
+    done = orchflow(env, "--json", "submit", *args)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)["id"]
+
+
+def test_exit_codes_follow_the_task_state(env):
+    table = [
+        (["submit", "sys.echo", "--payload", '"hi"', "--wait"], exit_codes.DONE),
+        (["submit", "sys.fail", "--payload", '"kaput"', "--wait"], exit_codes.FAILED),
+        (["submit", "shell", "--payload", '{"cmd": "exit 2"}', "--wait"], exit_codes.FAILED),
+        (["submit", "shell", "--payload", '{"cmd": "sleep 5", "timeout": 0.2}', "--wait"], exit_codes.FAILED),
+        (["submit", "shell", "--payload", '{"cmd": "exit 2", "check": false}', "--wait"], exit_codes.DONE),
+        (["submit", "sys.echo", "--payload", "{bad json"], exit_codes.USAGE),
+        (["submit"], exit_codes.USAGE),
+    ]
+    for args, code in table:
+        done = orchflow(env, *args)
+        assert done.returncode == code, (args, done.returncode, done.stderr)
+    assert exit_codes.HELP in orchflow(env, "--help").stdout.decode()
+
+    cancelled = submit_id(env, "sys.sleep", "--payload", "30")
+    assert orchflow(env, "cancel", cancelled).returncode == 0
+    assert orchflow(env, "result", cancelled).returncode == exit_codes.CANCELLED
+
+    expired = submit_id(env, "nobody.serves", "--deadline", "0.1")
+    done = orchflow(env, "--json", "result", expired, "--wait", "--timeout", "10")
+    assert done.returncode == exit_codes.EXPIRED and json.loads(done.stdout)["state"] == "expired"
+
+    nowhere = dict(env, ORCHFLOW_HOME=tempfile.mkdtemp(prefix="of-none-"))
+    done = orchflow(nowhere, "status")
+    assert done.returncode == exit_codes.UNAVAILABLE and "no swarm found" in one_line_error(done)
+
+
+def test_wait_timeout_names_the_real_figure_and_the_id(env):
+    done = orchflow(env, "submit", "sys.sleep", "--payload", "30", "--wait", "--timeout", "1.5")
+    assert done.returncode == exit_codes.STILL_RUNNING
+    task_id = json.loads(done.stdout)["id"]
+    assert f"task {task_id} still running after 1.5s" in one_line_error(done)
+    assert orchflow(env, "result", task_id).returncode == exit_codes.STILL_RUNNING
+    orchflow(env, "cancel", task_id)
+
+
+def test_an_unserved_kind_is_reported_at_once_and_honours_timeout(env):
+    start = time.monotonic()
+    done = orchflow(env, "submit", "nosuch.kind", "--wait", "--timeout", "1")
+    assert done.returncode == exit_codes.STILL_RUNNING and time.monotonic() - start < 15
+    assert "no agent serves kind 'nosuch.kind'; waiting" in done.stderr.decode()
+    status = orchflow(env, "status").stdout.decode()
+    assert "health: check" in status and "no agent serves: nosuch.kind" in status
+    assert orchflow(env, "cancel", json.loads(done.stdout)["id"]).returncode == 0
+
+
+def test_bad_input_is_one_line_never_a_traceback(env, tmp_path):
+    cases = [
+        (["submit", "sys.echo", "--payload", "[1,"], "not valid JSON"),
+        (["memory", "put", "k", "npm run build"], "--text"),
+        (["neural", "run", "m", "--input", "[1,"], "--input is not valid JSON"),
+        (["submit", "sys.echo", "--payload", f"@{tmp_path}/missing.json"], "cannot read --payload"),
+        (["result", "no-such-task"], "no task 'no-such-task'"),
+    ]
+    for args, message in cases:
+        done = orchflow(env, *args)
+        assert done.returncode == exit_codes.USAGE, (args, done.stderr)
+        assert message in one_line_error(done), (args, done.stderr)
+    done = subprocess.run([b"orchflow", b"submit", b"sys.echo", b"--payload", b'"\xff\xfe"'], env=env,
+                          capture_output=True, timeout=30)
+    assert done.returncode == exit_codes.USAGE and "not valid UTF-8" in one_line_error(done)
+    assert orchflow(env, "memory", "put", "build-cmd", "npm run build", "--text").returncode == 0
+    assert json.loads(orchflow(env, "memory", "get", "build-cmd").stdout) == "npm run build"
+
+
+def test_payload_from_a_file_and_from_stdin_past_the_argv_limit(env, tmp_path):
+    big = {"cmd": "true", "blob": "x" * 200_000}
+    path = tmp_path / "job.json"
+    path.write_text(json.dumps(big))
+    for args, stdin in ((["--payload", f"@{path}"], None), (["--payload", "-"], json.dumps(big).encode())):
+        done = orchflow(env, "--json", "submit", "shell", *args, "--wait", stdin=stdin)
+        assert done.returncode == 0, done.stderr
+        assert json.loads(done.stdout)["result"]["exit_code"] == 0
+
+
+def test_shell_runs_where_the_caller_is_and_progress_keeps_the_last_line(env, tmp_path):
+    for _ in range(3):
+        done = orchflow(env, "submit", "shell", "--payload",
+                        '{"cmd": "echo line1; echo line2; echo line3; echo last; pwd"}', "--wait", cwd=str(tmp_path))
+        assert done.returncode == 0, done.stderr
+        err = done.stderr.decode()
+        assert [line.strip() for line in err.splitlines() if line.strip().startswith("[stdout]")] == \
+            ["[stdout] line1", "[stdout] line2", "[stdout] line3", "[stdout] last", f"[stdout] {tmp_path}"]
+    done = orchflow(env, "--json", "submit", "shell", "--payload", '{"cmd": "pwd"}', "--wait", "--no-cwd",
+                    cwd=str(tmp_path))
+    assert json.loads(done.stdout)["result"]["stdout"] != str(tmp_path)
+
+
+def test_ctrl_c_on_wait_cancels_the_task_and_prints_its_id(env):
+    for flag, state in (([], "cancelled"), (["--detach-on-interrupt"], "running")):
+        proc = subprocess.Popen(["orchflow", "--json", "submit", "sys.sleep", "--payload", "30", "--wait", *flag],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            time.sleep(2.0)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == exit_codes.INTERRUPTED, err
+        task_id = json.loads(out)["id"]
+        assert task_id in err.decode()
+        status = json.loads(orchflow(env, "--json", "result", task_id).stdout)
+        assert status["state"] == state, status
+        if state == "running":
+            orchflow(env, "cancel", task_id)
+
+
+def test_kinds_lists_every_served_kind_with_its_payload_fields(env):
+    done = orchflow(env, "--json", "kinds")
+    rows = {r["kind"]: r for r in json.loads(done.stdout)}
+    assert {"shell", "sys.echo", "memory.put", "neural.train"} <= set(rows)
+    assert "check?: bool" in rows["shell"]["payload"] and rows["shell"]["agents"]
+    table = orchflow(env, "kinds").stdout.decode().splitlines()
+    assert table[0].split() == ["KIND", "AGENTS", "CAP", "QUEUED", "PAYLOAD"]
