@@ -28,6 +28,7 @@ from typing import Any, Callable
 import zmq
 
 from bus.auth import CurveCredentials, credentials_for
+from bus.endpoints import Endpoints
 from bus import protocol as P
 from bus.protocol import Command
 
@@ -97,16 +98,17 @@ class Agent:
     >>> agent.run()   # until SIGTERM/SIGINT, then drains
     """
 
-    def __init__(self, endpoint: str, name: str | None = None, capacity: int = 1,
+    def __init__(self, endpoint: str | None = None, name: str | None = None, capacity: int = 1,
                  heartbeat_interval: float = 1.0, heartbeat_liveness: int = 3,
                  drain_timeout: float = 30.0, ctx: zmq.Context | None = None,
                  curve: CurveCredentials | None = None) -> None:
-        """``endpoint`` is the broker's ipc back end, or ``tcp://HOST:PORT+1`` with CURVE
-        keys: ``curve``, or the files named by ORCHFLOW_KEY/ORCHFLOW_BROKER_KEY."""
+        """``endpoint`` is the broker's ipc back end (default: the local swarm's,
+        ``Endpoints.local()``), or ``tcp://HOST:PORT+1`` with CURVE keys: ``curve``, or
+        the files named by ORCHFLOW_KEY/ORCHFLOW_BROKER_KEY."""
         if capacity < 1:
             raise AgentError("capacity must be at least 1")
-        self.endpoint = endpoint
-        self.curve = credentials_for(endpoint, curve)
+        self.endpoint = endpoint or Endpoints.local().backend
+        self.curve = credentials_for(self.endpoint, curve)
         self.name = name or f"agent-{os.getpid()}"
         self.capacity = capacity
         self.heartbeat_interval = heartbeat_interval

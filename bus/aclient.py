@@ -24,9 +24,12 @@ from .protocol import Command
 
 
 class AsyncClient:
-    def __init__(self, endpoint: str, events: str | None = None, project: str = "default",
+    def __init__(self, endpoint: str | None = None, events: str | None = None, project: str = "default",
                  ack_timeout: float = 1.0, ctx: zmq.asyncio.Context | None = None,
                  curve: CurveCredentials | None = None) -> None:
+        if endpoint is None:  # the local swarm's, as Client
+            local = Endpoints.local()
+            endpoint, events = local.frontend, events or local.events
         self.endpoint = endpoint
         self.curve = credentials_for(endpoint, curve)  # tcp:// is CURVE or nothing
         self.events_endpoint = events or Endpoints.events_beside(endpoint)
@@ -115,15 +118,30 @@ class AsyncClient:
         entries = [task_entry(f"{self._prefix}-{next(self._ids)}", kind, p, opts.get("priority"),
                               opts.get("deadline"), opts.get("timeout"), opts.get("max_retries"), project)
                    for p in payloads]
-        futs = [self._future(self._acks, e["id"]) for e in entries]
-        await self._sock.send_multipart(P.client_message(Command.SUBMIT, entries))
+        ids = [e["id"] for e in entries]
+        await self._send_and_wait_acks(Command.SUBMIT, entries, ids)
+        return ids
+
+    async def submit_workflow(self, steps: list[dict[str, Any]], strategy: str = "parallel",
+                              workflow_id: str | None = None, project: str | None = None) -> str:
+        """As :meth:`Client.submit_workflow`: the DAG's id once journaled."""
+        self._check_reachable()
+        self._ensure_reader()
+        workflow_id = workflow_id or f"wf-{self._prefix}-{next(self._ids)}"
+        await self._send_and_wait_acks(Command.WORKFLOW, {"id": workflow_id, "strategy": strategy,
+                                                          "project": project or self.project, "steps": steps},
+                                       [workflow_id])
+        return workflow_id
+
+    async def _send_and_wait_acks(self, command: Command, body: Any, ids: list[str]) -> None:
+        futs = [self._future(self._acks, i) for i in ids]
+        await self._sock.send_multipart(P.client_message(command, body))
         try:
             await asyncio.wait_for(asyncio.gather(*futs), self.ack_timeout)
         except asyncio.TimeoutError:
-            for e in entries:
-                self._acks.pop(e["id"], None)
+            for task_id in ids:
+                self._acks.pop(task_id, None)
             raise BrokerUnavailable(f"no broker answered at {self.endpoint} within {self.ack_timeout:.1f}s") from None
-        return [e["id"] for e in entries]
 
     async def outcome(self, task_id: str, timeout: float | None = None) -> dict[str, Any]:
         self._ensure_reader()
@@ -141,6 +159,10 @@ class AsyncClient:
         finally:
             if fut.done():
                 self._outcomes.pop(task_id, None)
+
+    async def results(self, ids: list[str], timeout: float | None = None) -> list[dict[str, Any]]:
+        """Outcomes of many tasks, in the order of ``ids`` (TimeoutError past ``timeout``)."""
+        return list(await asyncio.gather(*(self.outcome(i, timeout) for i in ids)))
 
     async def result(self, task_id: str, timeout: float | None = None) -> Any:
         return outcome_value(await self.outcome(task_id, timeout))

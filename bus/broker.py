@@ -354,6 +354,8 @@ class Broker:
             ids = None
             if isinstance(body, list):  # name the rejected tasks so pipelining clients can tell
                 ids = [e["id"] for e in body if isinstance(e, dict) and isinstance(e.get("id"), str)]
+            elif isinstance(body, dict) and isinstance(body.get("id"), str):  # a WORKFLOW
+                ids = [body["id"]]
             self._errors.append((self.frontend, identity, P.error_body(exc.code, exc.message, ids)))
 
     def _forbidden(self, message: str) -> ProtocolError:

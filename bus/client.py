@@ -68,11 +68,15 @@ def outcome_value(outcome: dict[str, Any]) -> Any:
 
 
 class Client:
-    def __init__(self, endpoint: str, events: str | None = None, project: str = "default",
+    def __init__(self, endpoint: str | None = None, events: str | None = None, project: str = "default",
                  ack_timeout: float = 1.0, max_body: int = P.MAX_BODY, ctx: zmq.Context | None = None,
                  curve: CurveCredentials | None = None) -> None:
-        """``endpoint`` is the broker's ipc front end, or ``tcp://HOST:PORT``, which takes
-        CURVE keys: ``curve``, or the files named by ORCHFLOW_KEY/ORCHFLOW_BROKER_KEY."""
+        """``endpoint`` is the broker's ipc front end (default: the local swarm's,
+        :meth:`Endpoints.local`), or ``tcp://HOST:PORT``, which takes CURVE keys:
+        ``curve``, or the files named by ORCHFLOW_KEY/ORCHFLOW_BROKER_KEY."""
+        if endpoint is None:
+            local = Endpoints.local()
+            endpoint, events = local.frontend, events or local.events
         self.endpoint = endpoint
         self.curve = credentials_for(endpoint, curve)
         self.events_endpoint = events or Endpoints.events_beside(endpoint)

@@ -19,6 +19,13 @@ class Endpoints:
         return cls(f"ipc://{run_dir}/frontend", f"ipc://{run_dir}/backend",
                    f"ipc://{run_dir}/events-in", f"ipc://{run_dir}/events")
 
+    @classmethod
+    def local(cls, home: str | None = None) -> "Endpoints":
+        """The swarm ``orchflow-launch`` runs for this user: ``$ORCHFLOW_HOME/run``
+        (``~/.orchflow/run`` by default), so code needs no path to find it."""
+        home = home or os.environ.get("ORCHFLOW_HOME") or os.path.join(os.path.expanduser("~"), ".orchflow")
+        return cls.in_directory(os.path.join(home, "run"))
+
     @staticmethod
     def events_beside(frontend: str) -> str | None:
         """The events endpoint of the swarm whose front end is ``frontend``: the ipc

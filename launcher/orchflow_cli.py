@@ -52,6 +52,16 @@ def neural_command(c: Client, args: argparse.Namespace, events_in: str | None) -
         return c.call("neural.list", {}, timeout=30)
     if not args.name:
         raise CliError("neural: a model name is needed")
+    if args.op == "create":
+        try:
+            layers = [int(n) for n in (args.layers or "").split(",")]
+        except ValueError:
+            raise CliError("neural create: --layers takes sizes separated by commas, e.g. 2,4,1") from None
+        payload = {"name": args.name, "layers": layers, "activation": args.activation,
+                   "output_activation": args.output_activation or args.activation, "shortcut": args.shortcut}
+        if args.seed is not None:
+            payload["seed"] = args.seed
+        return c.call("neural.create", payload, timeout=30)
     if args.op == "load":
         if not args.file:
             raise CliError("neural load: give NAME and a FANN network FILE")
@@ -73,9 +83,12 @@ def neural_command(c: Client, args: argparse.Namespace, events_in: str | None) -
     try:
         if events_in is not None:
             sub.wait_live(events_in)
-        return outcome_value(task_cli.wait_for(c, c.submit("neural.train", payload), sub, None, quiet=args.json))
+        result = outcome_value(task_cli.wait_for(c, c.submit("neural.train", payload), sub, None, quiet=args.json))
     finally:
         sub.close()
+    if isinstance(result, dict) and result.get("warning"):
+        print(f"orchflow: warning: {result['warning']}", file=sys.stderr)
+    return result
 
 
 def store_command(home: Path, args: argparse.Namespace) -> int:
@@ -135,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--ttl", type=float, default=None, metavar="SECONDS", help="put: expire after SECONDS")
     m.add_argument("--text", action="store_true", help="put: store VALUE as text instead of parsing it as JSON")
     nn = sub.add_parser("neural", parents=[common], help="models in the neural pool")
-    nn.add_argument("op", choices=["list", "load", "run", "train"])
+    nn.add_argument("op", choices=["list", "create", "load", "run", "train"],
+                    help="create NAME --layers 2,4,1; load NAME FILE.net; train NAME FILE.data; run NAME --input")
     nn.add_argument("name", nargs="?")
     nn.add_argument("file", nargs="?", help="load: FANN network file; train: FANN training-data file")
     nn.add_argument("--input", default=None, help="run: JSON vector or list of vectors")
@@ -144,6 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     nn.add_argument("--epochs", type=int, default=200)
     nn.add_argument("--desired-error", type=float, default=0.0)
     nn.add_argument("--cascade", type=int, default=None, metavar="MAX_NEURONS", help="train with Cascade2")
+    nn.add_argument("--layers", default=None, metavar="N,N,...", help="create: inputs, hidden sizes, outputs")
+    nn.add_argument("--activation", default="sigmoid_symmetric", help="create: hidden layers' function "
+                    "(FANN names: sigmoid, sigmoid_symmetric, linear, gaussian, elliot, ...)")
+    nn.add_argument("--output-activation", default=None, help="create: the output layer's (default: --activation)")
+    nn.add_argument("--shortcut", action="store_true", help="create: a shortcut network (for --cascade)")
+    nn.add_argument("--seed", type=int, default=None, help="create: seed of the initial weights")
     keys_cli.add_parser(sub)
     return ap
 

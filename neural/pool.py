@@ -50,6 +50,8 @@ def models_namespace(project: str) -> str:
 ALGORITHMS = {"incremental": INCREMENTAL, "batch": BATCH, "rprop": RPROP, "quickprop": QUICKPROP, "sarprop": SARPROP}
 #: What ``orchflow kinds`` shows for each neural kind.
 PAYLOAD_FIELDS = {
+    "neural.create": "name, layers: [inputs, hidden..., outputs], activation?, output_activation?, "
+                     "shortcut?: bool, seed?",
     "neural.load": "name, fann: FANN file text, meta?, shared?: bool",
     "neural.run": "name, input: vector or list of vectors, version?",
     "neural.train": "name, data_text: FANN data file text (or data: {inputs, outputs}), max_epochs?, "
@@ -179,6 +181,36 @@ class NeuralWorker:
         version = self.registry.scoped(project).save(payload.get("name"), net, payload.get("meta"))
         return {"name": payload["name"], "version": version, "inputs": net.num_input, "outputs": net.num_output}
 
+    def create(self, payload: Any, ctx: TaskContext) -> dict[str, Any]:
+        """A new network, as fann_create_standard/shortcut make it, stored as version 1
+        (or the next): the first step of training from a terminal or the IDE."""
+        from .activation import Activation
+        if not isinstance(payload, dict):
+            raise NeuralError("neural.create payload must be a map")
+        layers = payload.get("layers")
+        if (not isinstance(layers, list) or not 2 <= len(layers) <= 16
+                or not all(isinstance(n, int) and not isinstance(n, bool) and 1 <= n <= 100_000 for n in layers)):
+            raise NeuralError("neural.create needs 'layers': 2..16 sizes of 1..100000 neurons, e.g. [2, 4, 1]")
+        names = {a.name.lower(): a for a in Activation}
+        chosen = {}
+        for field in ("activation", "output_activation"):
+            value = payload.get(field, "sigmoid_symmetric")
+            if not isinstance(value, str) or value.lower() not in names:
+                raise NeuralError(f"neural.create '{field}' must be one of {sorted(names)}")
+            chosen[field] = names[value.lower()]
+        seed = payload.get("seed")
+        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 32):
+            raise NeuralError("neural.create 'seed' must be an int in 0..2**32-1")
+        make = Network.create_shortcut if payload.get("shortcut") is True else Network.create_standard
+        net = make(*layers, seed=seed)
+        hidden = len(net.layers) - 1
+        for layer in range(1, hidden + 1):
+            net.set_activation(chosen["activation"], layer=layer)
+        net.set_activation(chosen["output_activation"], layer=hidden + 1)
+        version = self.registry.scoped(ctx.project).save(payload.get("name"), net, {"created": layers})
+        return {"name": payload["name"], "version": version, "inputs": net.num_input, "outputs": net.num_output,
+                "layers": layers}
+
     def run_batch(self, contexts: list[TaskContext]) -> list[Any]:
         """Group requests by model; one batched run per model; results split back."""
         results: list[Any] = [None] * len(contexts)
@@ -238,8 +270,13 @@ class NeuralWorker:
         desired = float(payload.get("desired_error", 0.0))
         every = max(1, int(payload.get("report_every", 10)))
         started = time.monotonic()
+        first_mse: list[float] = []
+        last: dict[str, Any] = {"epoch": 0}  # the latest epoch the trainer reported
 
         def report(epoch: int, mse: float, bit_fail: int) -> bool:
+            if not first_mse:
+                first_mse.append(mse)
+            last.update(epoch=epoch, mse=mse, bit_fail=bit_fail)
             if epoch % every == 0:
                 ctx.progress({"epoch": epoch, "mse": mse, "bit_fail": bit_fail})
             ctx.check_cancelled()
@@ -247,16 +284,20 @@ class NeuralWorker:
 
         if payload.get("cascade_neurons"):
             mse = net.cascade_train(data, int(payload["cascade_neurons"]), desired, callback=report)
-            epochs = None
         else:
-            max_epochs = int(payload.get("max_epochs", 100))
-            mse = net.train(data, max_epochs, desired, callback=report)
-            epochs = max_epochs
+            mse = net.train(data, int(payload.get("max_epochs", 100)), desired, callback=report)
+        epochs = last["epoch"]
+        if epochs % every:  # the last epoch is always shown, whatever the report interval
+            ctx.progress(dict(last))
         meta = {"mse": mse, "trained_from": version, "samples": data.num_data,
                 "seconds": round(time.monotonic() - started, 3), "project": ctx.project}
         new_version = self.registry.scoped(ctx.project).save(payload["name"], net, meta)  # never into shared
-        return {"name": payload["name"], "version": new_version, "mse": mse, "epochs": epochs,
-                "hidden_layers": len(net.layers) - 1}
+        result = {"name": payload["name"], "version": new_version, "mse": mse, "epochs": epochs,
+                  "hidden_layers": len(net.layers) - 1}
+        warning = training_warning(first_mse[0] if first_mse else mse, mse, desired)
+        if warning:
+            result["warning"] = warning
+        return result
 
     def train_router(self, payload: Any, ctx: TaskContext) -> dict[str, Any]:
         """Retrain the routing model on the latest outcome records (incrementally from the last version)."""
@@ -288,6 +329,7 @@ class NeuralWorker:
                       if m["name"] not in names]
 
     def register(self, agent: Agent, batching: bool = True) -> None:
+        agent.add_handler("neural.create", self.create, inline=True)
         agent.add_handler("neural.load", self.load, inline=True)
         if batching:
             agent.add_batch_handler("neural.run", self.run_batch)
@@ -297,6 +339,17 @@ class NeuralWorker:
         agent.add_handler("neural.train_router", self.train_router)
         agent.add_handler("neural.list", lambda payload, ctx: self.list(ctx), inline=True)
         agent.add_handler("neural.stats", lambda payload: dict(self.stats), inline=True)
+
+
+def training_warning(first_mse: float, mse: float, desired: float) -> str | None:
+    """Why a finished training may not be what the caller wanted: it ended far from the
+    desired error, or hardly learned at all (xor with a too-small network sits at 1.0)."""
+    if desired > 0 and mse > 10 * desired:
+        return (f"ended at MSE {mse:.4g}, far from the desired {desired:g}: try more epochs, "
+                f"another algorithm or more hidden neurons")
+    if first_mse > 0 and mse >= 0.9 * first_mse and mse > 0.01:
+        return f"MSE hardly moved ({first_mse:.4g} -> {mse:.4g}): the network may be too small or the data unscaled"
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
