@@ -105,7 +105,8 @@ class Counters:
     expired: int = 0
     retried: int = 0
     agents_joined: int = 0
-    agents_lost: int = 0
+    agents_lost: int = 0      # vanished (heartbeat), revoked, or disconnected with work in flight
+    agents_left: int = 0      # disconnected cleanly, nothing in flight (drain, stop)
     malformed_frontend: int = 0
     malformed_backend: int = 0
     late_results: int = 0
@@ -587,7 +588,7 @@ class Broker:
                 return
             if command is Command.DISCONNECT:
                 if agent is not None:
-                    self._lose_agent(agent, "agent disconnected")
+                    self._lose_agent(agent, "agent disconnected", clean=not agent.inflight)
                 return
             # Validate before asking who sent it: a malformed body earns its ERROR either way.
             entries = P.parse_outcomes(body, command.name) if command in _RESULTS else None
@@ -832,12 +833,19 @@ class Broker:
                 self._send(self.backend, agent.identity, P.agent_message(Command.HEARTBEAT))
                 agent.last_sent = now_m
 
-    def _lose_agent(self, agent: AgentRecord, reason: str) -> None:
+    def _lose_agent(self, agent: AgentRecord, reason: str, clean: bool = False) -> None:
+        """``clean``: it said goodbye with nothing in flight (a drain, a stop): that is
+        no fault, and is logged and counted apart from agents that vanished."""
         del self.agents[agent.identity]
         for kind in agent.kinds:
             peers = self.by_kind.get(kind, [])
             if agent in peers:
                 peers.remove(agent)
+        if clean:
+            self.counters.agents_left += 1
+            log.info("agent %s left after %d tasks", agent.name, agent.completed)
+            self.events.publish("agent.left", {"name": agent.name, "completed": agent.completed})
+            return
         self.counters.agents_lost += 1
         window = self.config.heartbeat_interval * self.config.heartbeat_liveness
         silent = round(time.monotonic() - (agent.expires - window), 3)  # since its last message

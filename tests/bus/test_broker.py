@@ -222,3 +222,21 @@ def test_call_gets_its_result_as_the_only_reply(swarm):
             assert got == expected
     finally:
         sock.close()
+
+
+def test_a_clean_stop_is_a_leave_not_a_loss(swarm):
+    """b788953: SIGTERM (drain, then DISCONNECT) was logged WARNING 'agent lost' and
+    counted in agents_lost, so a clean shutdown looked like a fault."""
+    proc = swarm.agent("quitter", capacity=2)
+    swarm.wait_agents(1)
+    with Client(swarm.endpoints.frontend) as c:
+        assert c.call("sys.echo", 1, timeout=10) == 1
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+        deadline = time.monotonic() + 10
+        while c.status()["agents"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        counters = c.status()["counters"]
+    assert counters["agents_left"] == 1 and counters["agents_lost"] == 0, counters
+    log = (swarm.log_dir / "broker.log").read_text()
+    assert "agent quitter left" in log and "lost" not in log
