@@ -115,9 +115,7 @@ class AsyncClient:
         self._check_reachable()
         self._ensure_reader()
         project = opts.pop("project", None) or self.project
-        entries = [task_entry(f"{self._prefix}-{next(self._ids)}", kind, p, opts.get("priority"),
-                              opts.get("deadline"), opts.get("timeout"), opts.get("max_retries"), project)
-                   for p in payloads]
+        entries = [task_entry(f"{self._prefix}-{next(self._ids)}", kind, p, project, **opts) for p in payloads]
         ids = [e["id"] for e in entries]
         await self._send_and_wait_acks(Command.SUBMIT, entries, ids)
         return ids

@@ -365,8 +365,12 @@ class _KeyCheck:
         self.counters = counters
 
     def callback(self, domain: str, key: bytes) -> bool:
+        z85 = key.decode() if isinstance(key, bytes) else key
         self.ring.refresh(0.2)
-        name, verdict = self.ring.check_key(key.decode() if isinstance(key, bytes) else key)
+        name, verdict = self.ring.check_key(z85)
+        if verdict == "unknown":  # added a moment ago (`orchflow keys add`)? Read the file again first:
+            self.ring.reload()    # a refused handshake ends the peer's session for good
+            name, verdict = self.ring.check_key(z85)
         if verdict == "ok":
             self.counters.accepted += 1
             return True

@@ -14,6 +14,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import logging
+import math
 import os
 import secrets
 import signal
@@ -35,6 +36,7 @@ from .protocol import Command, State
 from .queue import KindQueue
 from .routing import LeastLoaded, Router
 from .task import Task, outcome_of_record, restored_task
+from . import retry as retry_policy
 from .workflow import WORKFLOW_KIND, WorkflowEngine
 
 log = logging.getLogger("orchflow.broker")
@@ -135,6 +137,8 @@ class Broker:
         self.agents: dict[bytes, AgentRecord] = {}
         self.by_kind: dict[str, list[AgentRecord]] = {}
         self._deadlines: list[tuple[float, int, str]] = []
+        self._delayed: list[tuple[float, int, str]] = []  # (not_before, seq, id) of held tasks
+        self._waiting: set[str] = set()                  # ids held in _delayed, in no queue
         self._seq = itertools.count()
         self._dirty: set[str] = set()
         self._acks: dict[bytes, list[str]] = {}
@@ -273,6 +277,8 @@ class Broker:
                 now_m = time.monotonic()
                 if self._deadlines:
                     self._expire(time.time())
+                if self._delayed:
+                    self._release_due(time.time())
                 if now_m >= next_tick:
                     if self.keyring is not None:
                         self.keyring.refresh()  # `orchflow keys revoke` takes effect within a second
@@ -325,9 +331,26 @@ class Broker:
             handler(frames, principal_of(user))
 
     def _next_deadline_monotonic(self, now_m: float) -> float:
-        if not self._deadlines:
+        """When the loop must wake next for a deadline or a delayed task coming due."""
+        due = min(self._deadlines[0][0] if self._deadlines else math.inf,
+                  self._delayed[0][0] if self._delayed else math.inf)
+        if due == math.inf:
             return now_m + 3600
-        return now_m + max(0.0, self._deadlines[0][0] - time.time())
+        return now_m + max(0.0, due - time.time())
+
+    def _release_due(self, now: float) -> None:
+        """Delayed and backing-off tasks whose time has come join their kind's queue."""
+        while self._delayed and self._delayed[0][0] <= now:
+            _, _, task_id = heapq.heappop(self._delayed)
+            task = self.tasks.get(task_id)
+            if task_id not in self._waiting or task is None or task.not_before is None or task.not_before > now:
+                continue  # finished meanwhile, or held again for later (it has another entry)
+            self._waiting.discard(task_id)
+            queue = self.queues.get(task.kind)
+            if queue is None:
+                queue = self.queues[task.kind] = KindQueue()
+            queue.push(task, front=task.attempts > 0)  # a retry keeps its place at the front
+            self._dirty.add(task.kind)
 
     # ------------------------------------------------------------------ clients
 
@@ -445,11 +468,16 @@ class Broker:
 
     def _enqueue(self, task: Task, front: bool = False) -> None:
         self.tasks[task.id] = task
-        queue = self.queues.get(task.kind)
-        if queue is None:
-            queue = self.queues[task.kind] = KindQueue()
-        queue.push(task, front)
-        self._dirty.add(task.kind)
+        if task.not_before is not None and task.not_before > time.time():
+            # delayed (delay/eta) or backing off: held aside until due (_release_due)
+            self._waiting.add(task.id)
+            heapq.heappush(self._delayed, (task.not_before, next(self._seq), task.id))
+        else:
+            queue = self.queues.get(task.kind)
+            if queue is None:
+                queue = self.queues[task.kind] = KindQueue()
+            queue.push(task, front)
+            self._dirty.add(task.kind)
         if task.deadline is not None and not front:
             heapq.heappush(self._deadlines, (task.deadline, next(self._seq), task.id))
 
@@ -529,6 +557,7 @@ class Broker:
             "queues": {k: len(q) for k, q in self.queues.items() if len(q)},
             # queued work no registered agent serves: it waits for one, and people should know
             "unserved": {k: len(q) for k, q in self.queues.items() if len(q) and not self.by_kind.get(k)},
+            "delayed": len(self._waiting),  # waiting for their delay, eta or retry backoff
             "live": len(self.tasks),
             "counters": vars(self.counters).copy(),
             "events_dropped": self.events.dropped,
@@ -655,10 +684,7 @@ class Broker:
                     continue
                 self.counters.lease_expired += 1
                 self._dispatched.pop(task_id, None)
-                if task.attempts <= task.max_retries:
-                    self._requeue(task, f"{agent.name} no longer holds it")
-                else:
-                    self._finish(task, State.FAILED, error=f"{agent.name} no longer holds it; retries exhausted")
+                self._retry_or_fail(task, "lost", f"{agent.name} no longer holds it")
 
     def _on_ready(self, identity: bytes, body: Any, who: Principal) -> None:  # noqa: C901
         name, kinds, capacity = P.parse_ready(body)
@@ -725,10 +751,10 @@ class Broker:
                                      state == State.DONE)
         if state == State.DONE:
             self._finish(task, State.DONE, result=result)
-        elif retry and task.attempts <= task.max_retries:
-            self._requeue(task, f"agent asked for retry: {error}")
+        elif retry:
+            self._retry_or_fail(task, "asked", f"agent asked for retry: {error}")
         else:
-            self._finish(task, State.FAILED, result=result, error=error)
+            self._retry_or_fail(task, "error", error or "failed", result)
 
     def _on_progress(self, agent: AgentRecord, entries: list[dict]) -> None:
         if not self.events.wants("task.progress"):
@@ -771,18 +797,38 @@ class Broker:
         who = self.keyring.principal(owner)
         return who is not None and who.shared_write
 
-    def _requeue(self, task: Task, reason: str) -> None:
+    def _retry_or_fail(self, task: Task, cause: str, reason: str, result: Any = None) -> None:
+        """After a failure of ``cause`` (``lost``, ``error``, or ``asked`` by the handler),
+        run the task again if its retry policy allows (bus/retry.py), else end it failed.
+        A lost task runs again at once; after an error it waits its backoff."""
+        policy = retry_policy.from_field(task.retry, task.max_retries)
+        if task.attempts <= policy.max and (cause == "asked" or policy.retries(cause)):
+            self._requeue(task, reason, 0.0 if cause == "lost" else policy.delay(task.attempts))
+        elif policy.retries(cause) or cause == "asked":
+            self._finish(task, State.FAILED, result=result,
+                         error=f"{reason}; retries exhausted after {task.attempts} attempts")
+        else:
+            self._finish(task, State.FAILED, result=result, error=reason)
+
+    def _requeue(self, task: Task, reason: str, delay: float = 0.0) -> None:
         self.counters.retried += 1
         task.state = State.QUEUED
         task.agent = None
         task.assignee = None
         task.error = reason
+        history = task.retried = (task.retried or [])[-(retry_policy.HISTORY - 1):]
+        history.append({"attempt": task.attempts, "error": reason[:500], "delay": round(delay, 3),
+                        "at": round(time.time(), 3)})
+        if delay > 0:
+            task.not_before = time.time() + delay
         self.journal.write(task)
         self._enqueue(task, front=True)
-        self._publish("task.retried", task, reason=reason)
+        self._publish("task.retried", task, reason=reason, delay=round(delay, 3))
 
     def _finish(self, task: Task, state: str, result: Any = None, error: str | None = None) -> None:
-        if task.state == State.QUEUED and task.agent is None:
+        if task.id in self._waiting:  # held for later, in no queue
+            self._waiting.discard(task.id)
+        elif task.state == State.QUEUED and task.agent is None:
             queue = self.queues.get(task.kind)
             if queue is not None:
                 queue.forget()
@@ -858,11 +904,7 @@ class Broker:
             task = self.tasks.get(task_id)
             if task is None or task.agent != agent.identity:
                 continue
-            if task.attempts <= task.max_retries:
-                self._requeue(task, f"{reason} on {agent.name}")
-            else:
-                self._finish(task, State.FAILED,
-                             error=f"{reason} on {agent.name}; retries exhausted after {task.attempts} attempts")
+            self._retry_or_fail(task, "lost", f"{reason} on {agent.name}")
 
     def _maybe_retrain(self, now_m: float) -> None:
         """Periodic, incremental retraining of the routing model by the neural pool."""

@@ -41,23 +41,30 @@ def new_id_prefix() -> str:
     return secrets.token_hex(6)
 
 
-def task_entry(task_id: str, kind: str, payload: Any, priority: int | None, deadline: float | None,
-               timeout: float | None, max_retries: int | None, project: str | None,
-               ack: bool = True) -> dict[str, Any]:
-    """One SUBMIT entry; the only place the client side spells task fields."""
+#: What a task may ask for beside its kind and payload (PROTOCOL 4.1; bus/retry.py).
+TASK_OPTIONS = ("priority", "deadline", "timeout", "max_retries", "retry", "delay", "eta")
+
+
+def task_entry(task_id: str, kind: str, payload: Any, project: str | None, ack: bool = True,
+               **opts: Any) -> dict[str, Any]:
+    """One SUBMIT entry; the only place the client side spells task fields.
+
+    ``opts``: priority (0..9), deadline (unix time) or timeout (seconds from now),
+    retry (an int or a policy map, bus/retry.py; max_retries is its legacy form),
+    delay (seconds) or eta (unix time) to run later.  An unknown option is a
+    TypeError here, never a silently ignored typo."""
+    unknown = set(opts) - set(TASK_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown task option(s) {sorted(unknown)}; known: {', '.join(TASK_OPTIONS)}")
     entry: dict[str, Any] = {"id": task_id, "kind": kind, "payload": payload}
     if not ack:
         entry["ack"] = False
     if project is not None:
         entry["project"] = project
-    if priority is not None:
-        entry["priority"] = priority
+    timeout = opts.pop("timeout", None)
     if timeout is not None:
-        deadline = time.time() + timeout
-    if deadline is not None:
-        entry["deadline"] = deadline
-    if max_retries is not None:
-        entry["max_retries"] = max_retries
+        opts["deadline"] = time.time() + timeout
+    entry.update((k, v) for k, v in opts.items() if v is not None)
     return entry
 
 
@@ -189,14 +196,12 @@ class Client:
     def new_id(self) -> str:
         return f"{self._prefix}-{next(self._ids)}"
 
-    def submit_nowait(self, kind: str, payload: Any = None, *, priority: int | None = None,
-                      deadline: float | None = None, timeout: float | None = None,
-                      max_retries: int | None = None, project: str | None = None,
-                      task_id: str | None = None, ack: bool = True) -> str:
-        """Send without waiting for the ack; for pipelining.  See :meth:`wait_accepted`."""
+    def submit_nowait(self, kind: str, payload: Any = None, *, project: str | None = None,
+                      task_id: str | None = None, ack: bool = True, **opts: Any) -> str:
+        """Send without waiting for the ack; for pipelining.  See :meth:`wait_accepted`.
+        ``opts``: :data:`TASK_OPTIONS` (priority, timeout, retry, delay, ...)."""
         task_id = task_id or self.new_id()
-        entry = task_entry(task_id, kind, payload, priority, deadline, timeout, max_retries,
-                           project or self.project, ack)
+        entry = task_entry(task_id, kind, payload, project or self.project, ack, **opts)
         self._send(Command.SUBMIT, [entry])
         self._remember([entry])
         return task_id
@@ -212,8 +217,7 @@ class Client:
         """Submit a batch as one message and one journal transaction."""
         self._check_reachable()
         project = opts.pop("project", None) or self.project
-        entries = [task_entry(self.new_id(), kind, p, opts.get("priority"), opts.get("deadline"),
-                              opts.get("timeout"), opts.get("max_retries"), project) for p in payloads]
+        entries = [task_entry(self.new_id(), kind, p, project, **opts) for p in payloads]
         self._send(Command.SUBMIT, entries)
         self._remember(entries)
         ids = [e["id"] for e in entries]

@@ -17,6 +17,7 @@ many results.  Batching is what makes the bus faster than per-message forwarding
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from enum import IntEnum
 from typing import Any
@@ -25,7 +26,10 @@ import msgpack
 import zmq
 from zmq.backend import Socket as _BackendSocket
 
+from . import retry
 from .errors import PayloadTooLarge, ProtocolError
+from .retry import DEFAULT as DEFAULT_RETRY
+from .retry import RetryPolicy
 
 VERSION = 1
 CLIENT = b"OFC1"
@@ -302,6 +306,8 @@ class TaskSpec:
     deadline: float | None
     max_retries: int
     ack: bool = True
+    retry: RetryPolicy = DEFAULT_RETRY
+    not_before: float | None = None   # delayed task: not dispatched before this unix time
 
 
 def _want(entry: dict, key: str, types: type | tuple[type, ...], default: Any) -> Any:
@@ -329,14 +335,33 @@ def parse_submission(entry: Any) -> TaskSpec:
     deadline = _want(entry, "deadline", (int, float), None)
     if deadline is not None and not math.isfinite(deadline):
         raise ProtocolError("bad-field", "field 'deadline' must be a finite unix time")
-    max_retries = _want(entry, "max_retries", int, DEFAULT_MAX_RETRIES)
-    if not 0 <= max_retries <= 100:
-        raise ProtocolError("bad-field", "field 'max_retries' must be in 0..100")
+    policy = retry.parse(entry.get("retry"), entry.get("max_retries"))
     ack = entry.get("ack", True)
     if not isinstance(ack, bool):
         raise ProtocolError("bad-field", "field 'ack' must be a boolean")
     return TaskSpec(task_id, kind, entry.get("payload"), project, priority,
-                    float(deadline) if deadline is not None else None, max_retries, ack)
+                    float(deadline) if deadline is not None else None, policy.max, ack, policy,
+                    _not_before(entry))
+
+
+MAX_DELAY = 366 * 86_400.0
+
+
+def _not_before(entry: dict) -> float | None:
+    """``delay`` (seconds from now) or ``eta`` (unix time): when a delayed task may run."""
+    delay, eta = entry.get("delay"), entry.get("eta")
+    if delay is not None and eta is not None:
+        raise ProtocolError("bad-field", "give 'delay' or 'eta', not both")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= MAX_DELAY:
+            raise ProtocolError("bad-field", f"field 'delay' must be 0..{MAX_DELAY:g} seconds")
+        return time.time() + delay if delay > 0 else None
+    if eta is not None:
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) \
+                or eta > time.time() + MAX_DELAY:
+            raise ProtocolError("bad-field", "field 'eta' must be a unix time within a year")
+        return float(eta)
+    return None
 
 
 STRATEGIES = ("parallel", "sequential", "adaptive")
@@ -362,7 +387,7 @@ class WorkflowSpec:
 
 def parse_workflow(body: Any) -> WorkflowSpec:
     """WORKFLOW body: ``{"id"?, "strategy"?, "project"?, "steps": [{"name", "kind", "payload"?,
-    "deps"?, "priority"?, "max_retries"?, "retries"?}, ...]}``; must be a DAG."""
+    "deps"?, "priority"?, "retry"?, "max_retries"?, "retries"?}, ...]}``; must be a DAG."""
     if not isinstance(body, dict):
         raise ProtocolError("bad-body", "WORKFLOW body must be a map")
     strategy = body.get("strategy", "parallel")
@@ -391,6 +416,8 @@ def parse_workflow(body: Any) -> WorkflowSpec:
         retries = _want(entry, "retries", int, 0)
         if not 0 <= retries <= 100:
             raise ProtocolError("bad-field", f"step {name!r}: 'retries' must be in 0..100")
+        if "delay" in entry or "eta" in entry:
+            raise ProtocolError("bad-field", f"step {name!r}: 'delay' and 'eta' are for tasks, not steps")
         task = parse_submission({k: v for k, v in entry.items() if k not in ("name", "deps", "retries", "id")}
                                 | {"project": project})
         steps[name] = StepSpec(name, task, list(dict.fromkeys(deps)), retries)

@@ -8,12 +8,13 @@ from .protocol import State, TaskSpec
 
 _FIELDS = ("id", "kind", "payload", "project", "priority", "deadline", "max_retries",
            "attempts", "state", "result", "error", "submitted", "finished", "parents",
-           "owner", "assignee")
+           "owner", "assignee", "retry", "not_before", "retried")
 #: The journal's row layout: ``[ROW_FORMAT, *values of _FIELDS]``.  Bump it (and teach
 #: :func:`record_from_row` the old layout) whenever _FIELDS changes.  Format 1 rows
-#: lack ``owner`` and ``assignee`` (identities came with format 2).
-ROW_FORMAT = 2
-_ROW_LENGTHS = {1: len(_FIELDS) - 2, 2: len(_FIELDS)}
+#: lack ``owner`` and ``assignee`` (identities came with format 2); format 2 rows lack
+#: the retry policy, the delay and the retry history (format 3).
+ROW_FORMAT = 3
+_ROW_LENGTHS = {1: len(_FIELDS) - 5, 2: len(_FIELDS) - 3, 3: len(_FIELDS)}
 ROW_STATE, ROW_FINISHED = 1 + _FIELDS.index("state"), 1 + _FIELDS.index("finished")
 
 
@@ -47,11 +48,17 @@ class Task:
         self.parents: dict[str, Any] | None = None  # results of a workflow step's dependencies
         self.owner: str | None = None     # the identity that submitted it (its rights travel with it)
         self.assignee: str | None = None  # "identity/agent name" it was dispatched to, journaled
+        self.retry: dict[str, Any] | None = None  # its RetryPolicy's field (bus/retry.py); None: the default
+        self.not_before: float | None = None      # not dispatched before this unix time (delay, backoff)
+        self.retried: list[dict[str, Any]] | None = None  # one entry per retry: attempt, error, delay
 
     @classmethod
     def from_spec(cls, spec: TaskSpec, task_id: str, now: float) -> "Task":
-        return cls(task_id, spec.kind, spec.payload, spec.project, spec.priority,
+        task = cls(task_id, spec.kind, spec.payload, spec.project, spec.priority,
                    spec.deadline, spec.max_retries, now)
+        task.retry = spec.retry.to_field()
+        task.not_before = spec.not_before
+        return task
 
     def to_record(self) -> dict[str, Any]:
         # Spelled out, not {f: getattr(self, f) for f in _FIELDS}: twice as fast, and it
@@ -61,14 +68,15 @@ class Task:
                 "priority": self.priority, "deadline": self.deadline, "max_retries": self.max_retries,
                 "attempts": self.attempts, "state": self.state, "result": self.result, "error": self.error,
                 "submitted": self.submitted, "finished": self.finished, "parents": self.parents,
-                "owner": self.owner, "assignee": self.assignee}
+                "owner": self.owner, "assignee": self.assignee, "retry": self.retry, "not_before": self.not_before,
+                "retried": self.retried}
 
     def to_row(self) -> tuple[Any, ...]:
         """The record as the journal stores it: positional, so msgpack packs half the
         bytes in half the time of the dict (tests check it against _FIELDS)."""
         return (ROW_FORMAT, self.id, self.kind, self.payload, self.project, self.priority, self.deadline,
                 self.max_retries, self.attempts, self.state, self.result, self.error, self.submitted,
-                self.finished, self.parents, self.owner, self.assignee)
+                self.finished, self.parents, self.owner, self.assignee, self.retry, self.not_before, self.retried)
 
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> "Task":
@@ -82,6 +90,9 @@ class Task:
         task.finished = rec.get("finished")
         task.parents = rec.get("parents")
         task.owner = rec.get("owner")
+        task.retry = rec.get("retry")
+        task.not_before = rec.get("not_before")
+        task.retried = rec.get("retried")
         task.assignee = rec.get("assignee")
         return task
 
@@ -94,6 +105,8 @@ class Task:
             out["error"] = self.error
             if self.result is not None:  # a failure's data: exit code, output tail
                 out["result"] = self.result
+        if self.retried:
+            out["retries"] = self.retried
         return out
 
     def assignment(self) -> dict[str, Any]:
@@ -123,7 +136,7 @@ def restored_task(rec: Any) -> Task:
         value = rec.get(name, 0)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 1 << 31:
             raise ValueError(f"field {name!r} is not a small integer")
-    for name in ("deadline", "finished", "submitted"):
+    for name in ("deadline", "finished", "submitted", "not_before"):
         value = rec.get(name)
         if value is not None and (isinstance(value, bool) or not isinstance(value, _NUMBER)):
             raise ValueError(f"field {name!r} is not a number")
@@ -131,6 +144,10 @@ def restored_task(rec: Any) -> Task:
         raise ValueError("field 'error' is not a string")
     if rec.get("parents") is not None and not isinstance(rec["parents"], dict):
         raise ValueError("field 'parents' is not a map")
+    if rec.get("retry") is not None and not isinstance(rec["retry"], dict):
+        raise ValueError("field 'retry' is not a map")
+    if rec.get("retried") is not None and not isinstance(rec["retried"], list):
+        raise ValueError("field 'retried' is not a list")
     for name in ("owner", "assignee"):
         if rec.get(name) is not None and not isinstance(rec[name], str):
             raise ValueError(f"field {name!r} is not a string")

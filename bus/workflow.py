@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from . import retry as retry_policy
 from .protocol import State, StepSpec, TaskSpec, WorkflowSpec
 from .task import Task
 
@@ -43,7 +44,8 @@ class Workflow:
     def snapshot(self) -> dict[str, Any]:
         spec = self.spec
         steps = [{"name": s.name, "kind": s.task.kind, "payload": s.task.payload, "deps": s.deps,
-                  "priority": s.task.priority, "max_retries": s.task.max_retries, "retries": s.retries}
+                  "priority": s.task.priority, "max_retries": s.task.max_retries, "retries": s.retries,
+                  "retry": s.task.retry.to_field()}
                  for s in (spec.steps[n] for n in spec.order)]
         return {"strategy": spec.strategy, "steps": steps, "state": self.state, "results": self.results,
                 "errors": self.errors, "runs": self.runs, "task_of": self.task_of}
@@ -53,7 +55,8 @@ class Workflow:
         snap = record.payload
         steps = {}
         for s in snap["steps"]:
-            task = TaskSpec(None, s["kind"], s["payload"], record.project, s["priority"], None, s["max_retries"])
+            task = TaskSpec(None, s["kind"], s["payload"], record.project, s["priority"], None, s["max_retries"],
+                            retry=retry_policy.from_field(s.get("retry"), s["max_retries"]))
             steps[s["name"]] = StepSpec(s["name"], task, list(s["deps"]), s["retries"])
         spec = WorkflowSpec(record.id, snap["strategy"], record.project, steps, [s["name"] for s in snap["steps"]])
         wf = cls(spec, record)

@@ -45,9 +45,13 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     s.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="with --wait: stop waiting after SECONDS, exit 5, print the id (the task goes on)")
     s.add_argument("--priority", type=int, default=None, help="0..9, higher first (default 5)")
-    s.add_argument("--retries", type=int, default=None, metavar="N", help="run again up to N times if lost")
+    s.add_argument("--retries", type=int, default=None, metavar="N",
+                   help="run again up to N times if it fails or its agent is lost, with exponential backoff")
+    s.add_argument("--backoff", type=float, default=None, metavar="SECONDS",
+                   help="with --retries: the first wait (default 1; doubles each time, jittered, capped at 300)")
+    s.add_argument("--delay", type=float, default=None, metavar="SECONDS", help="run no sooner than SECONDS from now")
     s.add_argument("--deadline", type=float, default=None, metavar="SECONDS",
-                   help="expire the task if it has not started SECONDS from now")
+                   help="expire the task if it has not ended SECONDS from now")
     s.add_argument("--no-cwd", action="store_true",
                    help="shell: do not send this directory as the task's cwd (the agent's own is used)")
     s.add_argument("--detach-on-interrupt", action="store_true",
@@ -183,9 +187,12 @@ def submit_command(c: Client, args: argparse.Namespace, events_in: str | None) -
     payload = read_payload(args.payload)
     if not args.no_cwd:
         payload = with_caller_cwd(args.kind, payload)
-    opts: dict[str, Any] = {"priority": args.priority, "max_retries": args.retries}
-    if args.deadline is not None:
-        opts["deadline"] = time.time() + args.deadline
+    opts: dict[str, Any] = {"priority": args.priority, "timeout": args.deadline, "delay": args.delay}
+    if args.retries is not None:
+        opts["retry"] = {"max": args.retries} if args.backoff is None else {"max": args.retries,
+                                                                            "backoff": args.backoff}
+    elif args.backoff is not None:
+        raise CliError("--backoff goes with --retries N")
     opts = {k: v for k, v in opts.items() if v is not None}
     if not args.wait:
         task_id = c.submit(args.kind, payload, **opts)

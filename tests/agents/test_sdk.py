@@ -29,7 +29,9 @@ def test_decorated_sync_async_and_retrying_handlers(third_party):
         assert [r["result"] for r in c.results(ids, timeout=10)] == [{"slept": 0.3, "project": "web"}] * 4
         assert time.monotonic() - t < 1.0
         outcome = c.outcome(c.submit("flaky", None, max_retries=5), timeout=10)
+        retries = outcome.pop("retries")
         assert outcome == {"id": outcome["id"], "state": "done", "attempts": 3, "result": 3}
+        assert [r["attempt"] for r in retries] == [1, 2] and all(r["delay"] > 0 for r in retries)
         with pytest.raises(TaskFailed) as err:
             c.call("flaky", None, max_retries=1, timeout=10)      # retries exhausted
         assert "attempt 2 not yet" in err.value.error

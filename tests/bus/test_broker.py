@@ -214,8 +214,7 @@ def test_call_gets_its_result_as_the_only_reply(swarm):
     sock.connect(swarm.endpoints.frontend)
     try:
         for ack, expected in ((False, ["RESULT"]), (True, ["ACCEPTED", "RESULT"])):
-            sock.send_multipart(P.client_message(P.Command.SUBMIT, [task_entry(f"t-{ack}", "sys.noop", None, None,
-                                                                               None, None, None, None, ack)]))
+            sock.send_multipart(P.client_message(P.Command.SUBMIT, [task_entry(f"t-{ack}", "sys.noop", None, None, ack)]))
             got = []
             while sock.poll(2000 if len(got) < len(expected) else 300):
                 got.append(P.parse(sock.recv_multipart(), P.CLIENT)[0].name)
