@@ -31,10 +31,12 @@ from .endpoints import Endpoints
 from .errors import ProtocolError
 from .events import DEFAULT_EVENT_HWM, EventProxy, EventPublisher
 from .journal import Journal, MemoryJournal
+from .manage import Manager
 from .outcomes import OutcomeRecorder
 from .protocol import Command, State
 from .queue import KindQueue
 from .routing import LeastLoaded, Router
+from .schedules import Scheduler
 from .task import Task, outcome_of_record, restored_task
 from . import retry as retry_policy
 from .workflow import WORKFLOW_KIND, WorkflowEngine
@@ -119,6 +121,7 @@ class Counters:
     lease_expired: int = 0    # in-flight tasks requeued because their agent no longer listed them
     forbidden: int = 0        # requests refused because the sender's identity may not make them
     unassigned_results: int = 0  # DONE/FAILED/PROGRESS for a task the sender does not hold
+    internal_errors: int = 0  # messages the broker failed on (a bug; logged with its traceback)
 
 
 class Broker:
@@ -151,6 +154,9 @@ class Broker:
         self.started = time.time()
         self._bound = False
         self.workflow_engine = WorkflowEngine(self)
+        self.scheduler = Scheduler(self.journal, self)
+        self.manager = Manager(self, self.scheduler)
+        self._managed: list[tuple[bytes, dict]] = []  # MANAGED replies, sent after the commit
         self.outcomes = outcomes
         self._dispatched: dict[str, tuple[float, str]] = {}  # task id -> (dispatch time, agent name)
         self._trained_at_outcomes = 0
@@ -213,6 +219,8 @@ class Broker:
                 self._quarantine(rec, f"{type(exc).__name__}: {exc}")
                 continue
             if task.state in State.FINAL:
+                if task.state != State.DONE and len(self.recent) < 50_000:
+                    self.recent[task.id] = task  # the dead letters stay listable (MANAGE tasks)
                 continue
             if task.kind == WORKFLOW_KIND:
                 workflows.append(task)  # after their steps' tasks are back
@@ -279,6 +287,8 @@ class Broker:
                     self._expire(time.time())
                 if self._delayed:
                     self._release_due(time.time())
+                if self.scheduler.schedules and (self.scheduler.next_due() or math.inf) <= time.time():
+                    self.scheduler.fire_due()
                 if now_m >= next_tick:
                     if self.keyring is not None:
                         self.keyring.refresh()  # `orchflow keys revoke` takes effect within a second
@@ -333,7 +343,8 @@ class Broker:
     def _next_deadline_monotonic(self, now_m: float) -> float:
         """When the loop must wake next for a deadline or a delayed task coming due."""
         due = min(self._deadlines[0][0] if self._deadlines else math.inf,
-                  self._delayed[0][0] if self._delayed else math.inf)
+                  self._delayed[0][0] if self._delayed else math.inf,
+                  self.scheduler.next_due() or math.inf)
         if due == math.inf:
             return now_m + 3600
         return now_m + max(0.0, due - time.time())
@@ -372,6 +383,10 @@ class Broker:
                 self._reply_status(identity, P.parse_id_list(body or {}, "STATUS", required=False), who)
             elif command is Command.WORKFLOW:
                 self._on_workflow(identity, body, who)
+            elif command is Command.MANAGE:
+                op, request = P.parse_manage(body)
+                self._managed.append((identity, {"op": op, "ref": P.manage_ref(request),
+                                                 "result": self.manager.handle(op, request, who)}))
         except ProtocolError as exc:
             if exc.code != "forbidden":
                 self.counters.malformed_frontend += 1
@@ -380,7 +395,18 @@ class Broker:
                 ids = [e["id"] for e in body if isinstance(e, dict) and isinstance(e.get("id"), str)]
             elif isinstance(body, dict) and isinstance(body.get("id"), str):  # a WORKFLOW
                 ids = [body["id"]]
-            self._errors.append((self.frontend, identity, P.error_body(exc.code, exc.message, ids)))
+            self._errors.append((self.frontend, identity, P.error_body(exc.code, exc.message, ids,
+                                                                       P.manage_ref(body))))
+        except Exception:  # noqa: BLE001 - defence in depth: one message's bug must not end the broker
+            self._internal_error(self.frontend, identity, "client")
+
+    def _internal_error(self, sock: zmq.Socket, identity: bytes, side: str) -> None:
+        """A bug met while handling one message: logged with its traceback, counted
+        (``internal_errors``), answered with ERROR ``internal``; the broker serves on."""
+        self.counters.internal_errors += 1
+        log.exception("internal error on a %s message (%d so far)", side, self.counters.internal_errors)
+        self._errors.append((sock, identity, P.error_body("internal", "the broker failed on this message "
+                                                                      "(logged); nothing else was changed by it")))
 
     def _forbidden(self, message: str) -> ProtocolError:
         self.counters.forbidden += 1
@@ -412,7 +438,6 @@ class Broker:
                 if existing.project != spec.project or not who.may_act_for(existing.project):
                     raise self._forbidden(f"task id {spec.id!r} is taken")
                 found[spec.id] = existing
-        now = time.time()
         acks = self._acks.setdefault(identity, [])
         for spec in specs:
             existing = found.get(spec.id) if spec.id is not None else None
@@ -426,15 +451,10 @@ class Broker:
                 if spec.ack:
                     acks.append(task_id)
                 continue
-            task = Task.from_spec(spec, task_id, now)
-            task.owner = who.name
+            task = self._accept(spec, task_id, who.name)
             task.watchers.append(identity)
-            self.counters.submitted += 1
-            self.journal.write(task)
-            self._enqueue(task)
             if spec.ack:  # ack=false: the caller waits for the RESULT, which follows the same commit
                 acks.append(task_id)
-            self._publish("task.queued", task)
 
     def _journaled_final(self, task_id: str) -> Task | None:
         """A task that finished before a restart (or left ``recent``): a resubmitted
@@ -480,6 +500,47 @@ class Broker:
             self._dirty.add(task.kind)
         if task.deadline is not None and not front:
             heapq.heappush(self._deadlines, (task.deadline, next(self._seq), task.id))
+
+    # ------------------------------------------------------------------ for MANAGE and schedules
+    # (bus/manage.py ManageHost, bus/schedules.py ScheduleHost: what they may ask of us)
+
+    def live_tasks(self) -> list[Task]:
+        return list(self.tasks.values())
+
+    def final_tasks(self) -> list[Task]:
+        return list(self.recent.values())
+
+    def find_final(self, task_id: str) -> Task | None:
+        task = self.recent.get(task_id)
+        return task if task is not None else self._journaled_final(task_id)
+
+    def cancel_queued(self, task: Task, reason: str) -> None:
+        self._finish(task, State.CANCELLED, error=reason)
+
+    def run_again(self, task: Task, owner: str | None) -> Task:
+        """A new task with ``task``'s kind, payload, project, priority and retry policy."""
+        policy = retry_policy.from_field(task.retry, task.max_retries)
+        spec = P.TaskSpec(None, task.kind, task.payload, task.project, task.priority, None, policy.max,
+                          retry=policy)
+        return self._accept(spec, self._new_id(), owner)
+
+    def submit_scheduled(self, spec: P.TaskSpec, task_id: str, owner: str | None) -> bool:
+        if self._existing(task_id, True) is not None:
+            return False  # that tick already made its task (belt and braces: see bus/schedules.py)
+        self._accept(spec, task_id, owner)
+        return True
+
+    def publish_event(self, topic: str, body: dict[str, Any]) -> None:
+        self.events.publish(topic, body)
+
+    def _accept(self, spec: P.TaskSpec, task_id: str, owner: str | None) -> Task:
+        task = Task.from_spec(spec, task_id, time.time())
+        task.owner = owner
+        self.counters.submitted += 1
+        self.journal.write(task)
+        self._enqueue(task)
+        self._publish("task.queued", task)
+        return task
 
     def _on_cancel(self, identity: bytes, ids: list[str], who: Principal) -> None:
         unknown, forbidden = [], []
@@ -643,6 +704,8 @@ class Broker:
             self._errors.append((self.backend, identity, P.error_body(exc.code, exc.message)))
             if agent is None and command not in (None, Command.READY):
                 self._tell_to_register(identity)
+        except Exception:  # noqa: BLE001 - as for clients
+            self._internal_error(self.backend, identity, "agent")
 
     def _tell_to_register(self, identity: bytes) -> None:
         """DISCONNECT an unknown agent (we restarted), like MDP does: at most once per
@@ -1011,6 +1074,12 @@ class Broker:
                     for body in bodies + [P.pack([o]) for o, _ in alone]:
                         self._send(self.frontend, identity, [P.CLIENT, result, body])
             self._results.clear()
+        if self._managed:
+            for identity, reply in self._managed:
+                if reply["ref"] is None:
+                    del reply["ref"]
+                self._send(self.frontend, identity, P.client_message(Command.MANAGED, reply))
+            self._managed.clear()
 
     def _send_assignments(self, agent: AgentRecord, batch: list[dict], now_m: float) -> None:
         """TASK messages cut under the agent's limit; an assignment too big for it alone

@@ -99,6 +99,7 @@ class Client:
         self._unknown: set[str] = set()
         self._sent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._status: dict[str, Any] | None = None
+        self._manage_replies: dict[str, Any] = {}  # ref -> MANAGED result, or the TaskRejected
         self._sock: zmq.Socket | None = None
         self._open()
 
@@ -163,9 +164,14 @@ class Client:
                         self._sent.pop(outcome["id"], None)
             elif command is Command.STATUS_REPLY:
                 self._status = body
+            elif command is Command.MANAGED and isinstance(body, dict) and isinstance(body.get("ref"), str):
+                self._manage_replies[body["ref"]] = body.get("result")
             elif command is Command.ERROR and isinstance(body, dict):
                 ids = body.get("ids") or []
-                if body.get("code") == "unknown-task":
+                if isinstance(body.get("ref"), str):
+                    self._manage_replies[body["ref"]] = TaskRejected(body.get("code", "error"),
+                                                                     body.get("message", ""))
+                elif body.get("code") == "unknown-task":
                     self._unknown.update(ids)
                 else:
                     err = TaskRejected(body.get("code", "error"), body.get("message", ""))
@@ -342,6 +348,50 @@ class Client:
                 raise BrokerUnavailable(f"no broker answered STATUS at {self.endpoint}")
             self._pump(left)
         return self._status
+
+    # ------------------------------------------------------------------ management
+
+    def manage(self, op: str, timeout: float | None = None, **fields: Any) -> Any:
+        """One MANAGE request (PROTOCOL 4.4): its result, or TaskRejected if refused."""
+        self._check_reachable()
+        ref = self.new_id()
+        self._send(Command.MANAGE, {"op": op, "ref": ref, **{k: v for k, v in fields.items() if v is not None}})
+        deadline = time.monotonic() + (timeout or max(self.ack_timeout, 5.0))
+        while ref not in self._manage_replies:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._reset()
+                raise BrokerUnavailable(f"no broker answered MANAGE {op} at {self.endpoint}")
+            self._pump(left)
+        reply = self._manage_replies.pop(ref)
+        if isinstance(reply, TaskRejected):
+            raise reply
+        return reply
+
+    def tasks(self, state: str | None = None, kind: str | None = None, project: str | None = None,
+              limit: int = 100) -> list[dict[str, Any]]:
+        """Live and recently finished tasks, newest first (``state='failed'``: the dead letters)."""
+        return self.manage("tasks", state=state, kind=kind, project=project, limit=limit)
+
+    def purge(self, kind: str, project: str | None = None) -> int:
+        """Cancel every queued task of ``kind``; returns how many."""
+        return self.manage("purge", kind=kind, project=project)["purged"]
+
+    def requeue(self, *ids: str) -> dict[str, str]:
+        """Run failed, cancelled or expired tasks again as new tasks: old id -> new id."""
+        return self.manage("requeue", ids=list(ids))["requeued"]
+
+    def schedule(self, name: str, cron: str, kind: str, payload: Any = None, *, priority: int | None = None,
+                 retry: Any = None, project: str | None = None) -> dict[str, Any]:
+        """A durable periodic task (bus/schedules.py); the same name replaces it."""
+        return self.manage("schedule.add", name=name, cron=cron, kind=kind, payload=payload, priority=priority,
+                           retry=retry, project=project or self.project)
+
+    def schedules(self) -> list[dict[str, Any]]:
+        return self.manage("schedule.list")
+
+    def unschedule(self, name: str, project: str | None = None) -> bool:
+        return self.manage("schedule.remove", name=name, project=project or self.project)["removed"]
 
     # ------------------------------------------------------------------ events
 

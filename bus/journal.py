@@ -38,6 +38,16 @@ class Journal(ABC):
     def compact(self, finished_before: float) -> int:
         """Drop final records finished before the cutoff; returns how many."""
 
+    @abstractmethod
+    def write_meta(self, key: str, value: Any) -> None:
+        """Stage a small broker record beside the tasks (a schedule); ``None`` deletes it.
+        It commits in the same transaction as the tasks staged with it: a schedule's
+        tick and the task it made become durable together, or not at all."""
+
+    @abstractmethod
+    def read_meta(self, prefix: str) -> dict[str, Any]:
+        """Every committed meta record whose key starts with ``prefix``."""
+
     def quarantine(self, task_id: str, reason: str) -> None:
         """Set a record replay could not restore aside, with why, out of later replays."""
 
@@ -56,6 +66,8 @@ class MemoryJournal(Journal):
         self._records: dict[str, dict[str, Any]] = {}
         self._staged: list[dict[str, Any]] = []
         self._quarantine: dict[str, str] = {}
+        self._meta: dict[str, Any] = {}
+        self._staged_meta: dict[str, Any] = {}
 
     def write(self, task: Task) -> None:
         self._staged.append(task.to_record())
@@ -64,6 +76,18 @@ class MemoryJournal(Journal):
         for rec in self._staged:
             self._records[rec["id"]] = rec
         self._staged.clear()
+        for key, value in self._staged_meta.items():
+            if value is None:
+                self._meta.pop(key, None)
+            else:
+                self._meta[key] = value
+        self._staged_meta.clear()
+
+    def write_meta(self, key: str, value: Any) -> None:
+        self._staged_meta[key] = value
+
+    def read_meta(self, prefix: str) -> dict[str, Any]:
+        return {k: v for k, v in self._meta.items() if k.startswith(prefix)}
 
     def replay(self) -> Iterable[dict[str, Any]]:
         return list(self._records.values())

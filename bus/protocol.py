@@ -69,10 +69,12 @@ class Command(IntEnum):
     STATUS = 0x03
     FETCH = 0x04
     WORKFLOW = 0x05
+    MANAGE = 0x06
     # broker -> client
     ACCEPTED = 0x11
     RESULT = 0x12
     STATUS_REPLY = 0x13
+    MANAGED = 0x14
     # agent -> broker
     READY = 0x21
     PROGRESS = 0x22
@@ -92,7 +94,8 @@ _BYTE_COMMANDS = {bytes([c]): c for c in Command}
 
 _BODYLESS = frozenset({Command.DISCONNECT})  # HEARTBEAT may carry {"running": [...]} (1.1)
 _NIL = b"\xc0"  # an encoded nil is an empty body (section 3): libraries that encode null send it
-CLIENT_COMMANDS = frozenset({Command.SUBMIT, Command.CANCEL, Command.STATUS, Command.FETCH, Command.WORKFLOW})
+CLIENT_COMMANDS = frozenset({Command.SUBMIT, Command.CANCEL, Command.STATUS, Command.FETCH, Command.WORKFLOW,
+                             Command.MANAGE})
 AGENT_COMMANDS = frozenset(
     {Command.READY, Command.PROGRESS, Command.DONE, Command.FAILED, Command.HEARTBEAT, Command.DISCONNECT}
 )
@@ -140,10 +143,12 @@ def agent_message(command: Command, body: Any = None) -> list[bytes]:
     return message(AGENT, command, body)
 
 
-def error_body(code: str, text: str, ids: list[str] | None = None) -> dict[str, Any]:
+def error_body(code: str, text: str, ids: list[str] | None = None, ref: str | None = None) -> dict[str, Any]:
     body: dict[str, Any] = {"code": code, "message": text}
     if ids:
         body["ids"] = ids
+    if ref is not None:
+        body["ref"] = ref
     return body
 
 
@@ -544,3 +549,47 @@ def batches_under(entries: list[Any], limit: int) -> tuple[list[bytes], list[tup
     if group:
         bodies.append(packed_array(group))
     return bodies, oversize
+
+
+# ---------------------------------------------------------------------------
+# MANAGE (bus/manage.py does the work)
+
+MANAGE_OPS = ("tasks", "purge", "requeue", "schedule.add", "schedule.list", "schedule.remove")
+MAX_LIST = 10_000
+
+
+def manage_ref(body: Any) -> str | None:
+    """The request's ``ref``, if it has a usable one: echoed in MANAGED and ERROR."""
+    ref = body.get("ref") if isinstance(body, dict) else None
+    if isinstance(ref, str) and 0 < len(ref.encode(errors="replace")) <= MAX_ID_BYTES:
+        return ref
+    return None
+
+
+def parse_manage(body: Any) -> tuple[str, dict[str, Any]]:
+    """MANAGE body: ``{"op": one of MANAGE_OPS, "ref"?: str, ...the op's fields}``."""
+    if not isinstance(body, dict):
+        raise ProtocolError("bad-body", "MANAGE body must be a map")
+    op = body.get("op")
+    if op not in MANAGE_OPS:
+        raise ProtocolError("bad-field", f"field 'op' must be one of {', '.join(MANAGE_OPS)}")
+    if "ref" in body:
+        _text(body["ref"], "ref", MAX_ID_BYTES)
+    return op, body
+
+
+def checked_text(value: Any, field: str, limit: int) -> str:
+    """A string field: 1..``limit`` UTF-8 bytes without NUL, else ``bad-field``."""
+    return _text(value, field, limit)
+
+
+def optional_text(body: dict, field: str, limit: int) -> str | None:
+    value = body.get(field)
+    return None if value is None else _text(value, field, limit)
+
+
+def bounded_int(body: dict, field: str, low: int, high: int, default: int) -> int:
+    value = body.get(field, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ProtocolError("bad-field", f"field {field!r} must be an int in {low}..{high}")
+    return value

@@ -172,6 +172,7 @@ def main(argv: list[str] | None = None) -> int:
     """Every failure ends in one line on stderr and an exit code from launcher/exit_codes.py."""
     args = build_parser().parse_args(argv)
     args.json = getattr(args, "json", False)
+    args.project_given = hasattr(args, "project")
     args.project = getattr(args, "project", "default")
     try:
         return run(args)
@@ -235,6 +236,8 @@ def run(args: argparse.Namespace) -> int:
             return task_cli.cancel_command(c, args)
         if args.cmd == "kinds":
             return task_cli.kinds_command(c, args)
+        if args.cmd in ("tasks", "purge", "retry", "schedule"):
+            return getattr(task_cli, f"{args.cmd}_command")(c, args)
         if args.cmd == "status":
             status = c.status()
             task_cli.show(status, True) if args.json else print(render_status(status))

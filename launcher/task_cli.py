@@ -64,6 +64,25 @@ def add_parsers(sub: argparse._SubParsersAction, common: argparse.ArgumentParser
     c = sub.add_parser("cancel", parents=[common], help="cancel tasks or workflows by id")
     c.add_argument("ids", nargs="+", metavar="ID")
     sub.add_parser("kinds", parents=[common], help="the kinds the swarm serves, their agents and payload fields")
+    t = sub.add_parser("tasks", parents=[common], help="live and recently finished tasks, newest first",
+                       description="List tasks.  --state failed lists the dead letters (kept for the result "
+                                   "retention); `orchflow retry ID` runs one again.")
+    t.add_argument("--state", default=None, help="live, queued, running, done, failed, cancelled or expired")
+    t.add_argument("--kind", default=None)
+    t.add_argument("--limit", type=int, default=50)
+    p = sub.add_parser("purge", parents=[common], help="cancel every queued task of a kind")
+    p.add_argument("kind")
+    rt = sub.add_parser("retry", parents=[common], help="run failed, cancelled or expired tasks again")
+    rt.add_argument("ids", nargs="+", metavar="ID")
+    sc = sub.add_parser("schedule", parents=[common], help="periodic tasks: add NAME CRON KIND, list, remove NAME",
+                        epilog="example:\n  orchflow schedule add nightly '0 3 * * *' shell "
+                               "--payload '{\"cmd\": \"make backup\"}'\n\nCRON: minute hour day month "
+                               "weekday (a sixth field: seconds), in the broker's local time.",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sc.add_argument("op", choices=["add", "list", "remove"])
+    sc.add_argument("args", nargs="*", metavar="ARG")
+    sc.add_argument("--payload", default="null", metavar="JSON|@FILE|-", help="add: the tasks' payload")
+    sc.add_argument("--retries", type=int, default=None, metavar="N", help="add: retries of each run")
 
 
 # ---------------------------------------------------------------------------- input
@@ -289,4 +308,83 @@ def kinds_command(c: Client, args: argparse.Namespace) -> int:
     print(f"{'KIND':{width}}  {'AGENTS':>6}  {'CAP':>4}  {'QUEUED':>6}  PAYLOAD")
     for r in rows:
         print(f"{r['kind']:{width}}  {len(r['agents']):>6}  {r['capacity']:>4}  {r['queued']:>6}  {r['payload']}")
+    return exit_codes.DONE
+
+
+# ---------------------------------------------------------------------------- tasks, dead letters, schedules
+
+
+def local_time(ts: float | None) -> str:
+    return "-" if not ts else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def table(rows: list[list[str]], header: list[str]) -> None:
+    """Aligned columns; the last one runs free."""
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header) - 1)]
+    for row in [header] + rows:
+        print("  ".join(f"{str(v):{w}}" for v, w in zip(row, widths)) + "  " + str(row[-1]))
+
+
+def project_filter(args: argparse.Namespace) -> str | None:
+    """--project narrows a listing only when it was given."""
+    return args.project if getattr(args, "project_given", False) else None
+
+
+def tasks_command(c: Client, args: argparse.Namespace) -> int:
+    rows = c.tasks(state=args.state, kind=args.kind, project=project_filter(args), limit=args.limit)
+    if args.json:
+        show(rows, True)
+    elif not rows:
+        print("no tasks")
+    else:
+        table([[t["id"], t["kind"], t["project"], t["state"], t["attempts"], local_time(t["submitted"]),
+                (t.get("error") or "")[:80]] for t in rows],
+              ["ID", "KIND", "PROJECT", "STATE", "RUNS", "SUBMITTED", "ERROR"])
+    return exit_codes.DONE
+
+
+def purge_command(c: Client, args: argparse.Namespace) -> int:
+    count = c.purge(args.kind, project=project_filter(args))
+    show({"purged": count}, True) if args.json else print(f"cancelled {count} queued {args.kind} tasks")
+    return exit_codes.DONE
+
+
+def retry_command(c: Client, args: argparse.Namespace) -> int:
+    reply = c.manage("requeue", ids=args.ids)
+    if args.json:
+        show(reply, True)
+    else:
+        for old, new in reply["requeued"].items():
+            print(f"{old}  requeued as {new}")
+        for task_id in reply["unknown"]:
+            print(f"{task_id}  unknown (or compacted away)")
+        for task_id in reply["refused"]:
+            print(f"{task_id}  not requeued: it succeeded, or belongs to another project")
+    return exit_codes.DONE if not (reply["unknown"] or reply["refused"]) else exit_codes.USAGE
+
+
+def schedule_command(c: Client, args: argparse.Namespace) -> int:
+    if args.op == "add":
+        if len(args.args) != 3:
+            raise CliError("schedule add: give NAME CRON KIND (quote the CRON: '*/5 * * * *')")
+        name, cron, kind = args.args
+        added = c.schedule(name, cron, kind, read_payload(args.payload),
+                           retry=args.retries, project=args.project)
+        show(added, True) if args.json else print(f"schedule {name}: {kind} at '{cron}', "
+                                                  f"next run {local_time(added['next_at'])}")
+    elif args.op == "remove":
+        if len(args.args) != 1:
+            raise CliError("schedule remove: give NAME")
+        if not c.unschedule(args.args[0], project=args.project):
+            raise CliError(f"no schedule {args.args[0]!r} in project {args.project!r}")
+        print(f"removed schedule {args.args[0]}") if not args.json else show({"removed": True}, True)
+    else:
+        rows = c.schedules()
+        if args.json:
+            show(rows, True)
+        elif not rows:
+            print("no schedules")
+        else:
+            table([[s["name"], s["project"], s["cron"], s["kind"], s["fired"], local_time(s["next_at"])]
+                   for s in rows], ["NAME", "PROJECT", "CRON", "KIND", "RUNS", "NEXT"])
     return exit_codes.DONE

@@ -13,6 +13,8 @@ transaction, one fsync, for however many tasks arrived (group commit).
 * ``quarantine`` ``id`` -> msgpack ``{"reason", "at", "row"}``: records replay could not
   restore, moved aside (kept for inspection, counted in STATUS) so that one poisoned
   record never stops a broker from starting
+* ``meta``     small broker records (``schedule\0<project>\0<name>`` -> msgpack map),
+  written in the same transaction as the tasks staged with them
 
 One broker per journal: the journal holds an exclusive ``flock`` on ``broker.lock`` in
 its directory for as long as it is open (:class:`JournalLocked` names the holder).
@@ -81,7 +83,9 @@ class TaskJournal(Journal):
         self._tasks = self._shared.db(b"tasks")
         self._finished = self._shared.db(b"finished")
         self._quarantine = self._shared.db(b"quarantine")
+        self._meta = self._shared.db(b"meta")
         self._staged: dict[str, tuple[Any, ...]] = {}
+        self._staged_meta: dict[bytes, bytes | None] = {}
         self._pack = msgpack.Packer(use_bin_type=True).pack  # one Packer, not one per record
         self.corrupt = 0
 
@@ -95,8 +99,32 @@ class TaskJournal(Journal):
             raise InvalidKey(f"task id of {len(task.id.encode())} bytes cannot be journaled (1..{MAX_KEY})")
         self._staged[task.id] = task.to_row()  # several changes in one batch: last one wins
 
+    def write_meta(self, key: str, value: Any) -> None:
+        raw = key.encode()
+        if not 0 < len(raw) <= MAX_KEY:
+            raise InvalidKey(f"meta key of {len(raw)} bytes cannot be journaled (1..{MAX_KEY})")
+        self._staged_meta[raw] = None if value is None else self._pack(value)
+
+    def read_meta(self, prefix: str) -> dict[str, Any]:
+        start = prefix.encode()
+
+        def scan(txn: lmdb.Transaction) -> dict[str, Any]:
+            out = {}
+            cur = txn.cursor(self._meta)
+            if cur.set_range(start):
+                for key, data in cur:
+                    if not key.startswith(start):
+                        break
+                    try:
+                        out[key.decode()] = msgpack.unpackb(data, raw=False)
+                    except Exception as exc:  # a damaged record is reported, the rest still read
+                        log.error("journal meta record %r unreadable (%s); skipped", key[:64], exc)
+            return out
+
+        return self._shared.read(scan)
+
     def commit(self) -> None:
-        if not self._staged:
+        if not self._staged and not self._staged_meta:
             return
         pack = self._pack
         rows: list[tuple[bytes, bytes]] = []
@@ -109,15 +137,24 @@ class TaskJournal(Journal):
                 at = row[ROW_FINISHED] or now or (now := time.time())
                 finished.setdefault(int(at * 1000), []).append(key)
 
+        meta = self._staged_meta
+
         def txn_fn(txn: lmdb.Transaction) -> None:
-            txn.cursor(self._tasks).putmulti(rows)  # one C loop, not a Python call per row
+            if rows:
+                txn.cursor(self._tasks).putmulti(rows)  # one C loop, not a Python call per row
             if finished:
                 suffix = _U64.pack(txn.id())
                 txn.cursor(self._finished).putmulti(
                     [(_U64.pack(ms) + suffix, pack(keys)) for ms, keys in finished.items()])
+            for key, value in meta.items():
+                if value is None:
+                    txn.delete(key, db=self._meta)
+                else:
+                    txn.put(key, value, db=self._meta)
 
         self._shared.write(txn_fn)
         self._staged = {}
+        self._staged_meta = {}
 
     @staticmethod
     def _decode(key: bytes, data: bytes) -> dict[str, Any]:

@@ -97,7 +97,16 @@ ready_body = maybe_map({"name": field(hostile_text), "kinds": field(st.lists(kin
                         "max_body": field(st.integers(0, 2 ** 40))})
 outcome_map = maybe_map({"id": id_s, "result": values, "error": values, "data": values, "retry": values})
 
+manage_body = maybe_map({"op": field(st.sampled_from(list(P.MANAGE_OPS))), "ref": field(hostile_text),
+                         "state": field(st.sampled_from(["live", "failed", "queued", "nope"])),
+                         "kind": field(hostile_text), "project": field(hostile_text),
+                         "limit": field(st.integers(-1, 20_000)), "ids": field(st.lists(id_s, max_size=3)),
+                         "name": field(hostile_text), "cron": field(st.sampled_from(
+                             ["* * * * *", "*/0 * * * *", "61 * * * *", "", "* * * * * * *", "@hourly"])),
+                         "payload": values, "priority": field(st.integers(-3, 12)), "retry": values})
+
 client_messages = st.one_of(
+    st.tuples(st.just(Command.MANAGE), field(manage_body)),
     st.tuples(st.just(Command.SUBMIT), field(st.lists(task_map, max_size=4))),
     st.tuples(st.sampled_from([Command.CANCEL, Command.FETCH, Command.STATUS]), field(ids_body)),
     st.tuples(st.just(Command.WORKFLOW), field(workflow_body)),

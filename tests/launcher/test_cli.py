@@ -183,3 +183,28 @@ def test_kinds_lists_every_served_kind_with_its_payload_fields(env):
     assert "check?: bool" in rows["shell"]["payload"] and rows["shell"]["agents"]
     table = orchflow(env, "kinds").stdout.decode().splitlines()
     assert table[0].split() == ["KIND", "AGENTS", "CAP", "QUEUED", "PAYLOAD"]
+
+
+def test_tasks_purge_retry_and_schedules_from_the_cli(env):
+    failed = submit_id(env, "sys.fail", "--payload", '"disk full"')
+    stuck = submit_id(env, "cli.nobody")
+    time.sleep(0.5)
+    listing = json.loads(orchflow(env, "--json", "tasks", "--state", "failed").stdout)
+    assert failed in [t["id"] for t in listing]
+    table = orchflow(env, "tasks", "--kind", "cli.nobody").stdout.decode().splitlines()
+    assert table[0].split()[:4] == ["ID", "KIND", "PROJECT", "STATE"] and stuck in table[1]
+    assert "cancelled 1 queued cli.nobody tasks" in orchflow(env, "purge", "cli.nobody").stdout.decode()
+    assert orchflow(env, "result", stuck).returncode == exit_codes.CANCELLED
+    done = orchflow(env, "--json", "retry", failed)
+    assert done.returncode == 0 and failed in json.loads(done.stdout)["requeued"]
+    assert orchflow(env, "retry", "no-such-id").returncode == exit_codes.USAGE
+
+    added = orchflow(env, "schedule", "add", "cli-beat", "* * * * * *", "sys.echo", "--payload", '"beat"')
+    assert added.returncode == 0 and "next run" in added.stdout.decode()
+    time.sleep(2.5)
+    [row] = [s for s in json.loads(orchflow(env, "--json", "schedule", "list").stdout) if s["name"] == "cli-beat"]
+    assert row["fired"] >= 1
+    assert orchflow(env, "schedule", "remove", "cli-beat").returncode == 0
+    assert orchflow(env, "schedule", "remove", "cli-beat").returncode == exit_codes.USAGE
+    bad = orchflow(env, "schedule", "add", "x", "not a cron", "sys.echo")
+    assert bad.returncode == exit_codes.USAGE and "cron expression" in one_line_error(bad)
