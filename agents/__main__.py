@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 from bus.auth import CurveCredentials
 from bus.lifeline import die_with_parent
+from bus.logsetup import configure_logging
 from .builtin import BUILTINS, add_builtins
 from .runtime import Agent
 
@@ -28,7 +28,7 @@ def main(argv: list[str] | None = None) -> None:
                     help="with --memory: publish the change feed as memory.changed events (one agent only)")
     args = ap.parse_args(argv)
     die_with_parent()  # never outlive orchflow-launch
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging()
     curve = None
     if args.key:
         curve = CurveCredentials.from_files(args.key, args.broker_key or os.environ.get("ORCHFLOW_BROKER_KEY", ""))

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 from .lifeline import die_with_parent
+from .logsetup import configure_logging
 from .broker import BrokerConfig, serve
 from .endpoints import TcpEndpoints
 
@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--run-dir", required=True, help="directory for the ipc endpoints (created 0700)")
     ap.add_argument("--journal", default=None, help="LMDB directory for the durable task journal")
     ap.add_argument("--heartbeat", type=float, default=1.0)
+    ap.add_argument("--result-ttl", type=float, default=3600.0, metavar="SECONDS",
+                    help="how long finished tasks (failed ones, the dead letters, too) are kept")
     ap.add_argument("--liveness", type=int, default=3)
     ap.add_argument("--durable", choices=["sync", "nosync"], default="sync",
                     help="fsync each group commit (sync) or leave it to the OS (nosync)")
@@ -38,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
         ap.error("--tcp needs --keys-home: over TCP only identities with keys get in")
     tcp = TcpEndpoints.at(args.tcp) if args.tcp else None
     die_with_parent()  # never outlive orchflow-launch
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging()
     os.makedirs(args.run_dir, mode=0o700, exist_ok=True)
     journal = None
     if args.journal:
@@ -56,6 +58,7 @@ def main(argv: list[str] | None = None) -> None:
             router = LearnedRouter(memory, refresh=args.routing_refresh)
     serve(BrokerConfig.in_directory(args.run_dir, heartbeat_interval=args.heartbeat,
                                     heartbeat_liveness=args.liveness, keys_home=args.keys_home,
+                                    result_ttl=args.result_ttl,
                                     frontend_tcp=tcp and tcp.frontend, backend_tcp=tcp and tcp.backend,
                                     events_tcp=tcp and tcp.events,
                                     retrain_interval=args.retrain_interval,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import signal
 import sys
@@ -11,8 +10,11 @@ import time
 from pathlib import Path
 
 from bus.endpoints import TcpEndpoints
+from bus.logsetup import LEVEL_ENV, LEVELS, configure_logging
 from store.env import orchflow_home
 
+from . import config
+from .errors import CliError
 from .supervisor import (LaunchError, Supervisor, SwarmConfig, kill_children, leftover_children, pid_alive,
                          read_state, swarm_running)
 
@@ -95,12 +97,18 @@ def detach(home: Path, args: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="orchflow-launch", description="Start and supervise a local orchflow swarm.")
+    ap = argparse.ArgumentParser(prog="orchflow-launch", description="Start and supervise a local orchflow swarm.",
+                                 epilog="Settings may also live in $ORCHFLOW_HOME/config.toml (agents, capacity, "
+                                        "neural_workers, log_level, result_ttl, heartbeat, tcp); flags win.")
     ap.add_argument("command", nargs="?", choices=["start", "stop", "status"], default="start")
     ap.add_argument("--home", default=None, help="swarm home (default $ORCHFLOW_HOME or ~/.orchflow)")
-    ap.add_argument("--agents", type=int, default=2, help="built-in agent processes, also serving memory (default 2)")
-    ap.add_argument("--capacity", type=int, default=4, help="concurrent tasks per agent (default 4)")
-    ap.add_argument("--neural-workers", type=int, default=1, help="neural worker processes (default 1)")
+    ap.add_argument("--agents", type=int, default=None, help="built-in agent processes, also serving memory (default 2)")
+    ap.add_argument("--capacity", type=int, default=None, help="concurrent tasks per agent (default 4)")
+    ap.add_argument("--neural-workers", type=int, default=None, help="neural worker processes (default 1)")
+    ap.add_argument("--log-level", default=None, choices=LEVELS, type=str.upper,
+                    help="every process's log level (default INFO); logs are in $ORCHFLOW_HOME/logs")
+    ap.add_argument("--result-ttl", type=float, default=None, metavar="SECONDS",
+                    help="how long finished tasks, failed ones (dead letters) included, are kept (default 3600)")
     ap.add_argument("--demo", action="store_true", help="run the demo workload, then stop")
     ap.add_argument("--tcp", default=None, metavar="HOST:PORT",
                     help="also accept remote peers over TCP, CURVE keys only (orchflow keys): clients on "
@@ -109,15 +117,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-verify", action="store_true",
                     help="start without checking the memory and journal for damage first")
     args = ap.parse_args(argv)
-    if args.tcp:
+    home = Path(args.home or orchflow_home())
+    try:
+        conf = config.settings(home, {"agents": args.agents, "capacity": args.capacity,
+                                      "neural_workers": args.neural_workers, "log_level": args.log_level,
+                                      "result_ttl": args.result_ttl, "tcp": args.tcp})
+    except CliError as exc:
+        print(f"orchflow-launch: {exc}", file=sys.stderr)
+        return 2
+    if conf["tcp"]:
         try:
-            TcpEndpoints.at(args.tcp)
+            TcpEndpoints.at(conf["tcp"])
         except ValueError as exc:
             ap.error(f"--tcp: {exc}")
-    if args.agents < 1:
+    if conf["agents"] < 1:
         ap.error("--agents must be at least 1 (the built-in agents also serve the swarm memory)")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    home = Path(args.home or orchflow_home())
+    os.environ[LEVEL_ENV] = conf["log_level"].upper()  # every child inherits it
+    configure_logging()
     if args.command == "stop":
         return stop_swarm(home)
     if args.command == "status":
@@ -126,9 +142,9 @@ def main(argv: list[str] | None = None) -> int:
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     if args.detach:
         return detach(home, [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--detach"])
-    sup = Supervisor(SwarmConfig(home=home, agents=args.agents, agent_capacity=args.capacity,
-                                 neural_workers=args.neural_workers, tcp=args.tcp,
-                                 verify_stores=not args.no_verify))
+    sup = Supervisor(SwarmConfig(home=home, agents=conf["agents"], agent_capacity=conf["capacity"],
+                                 neural_workers=conf["neural_workers"], tcp=conf["tcp"], heartbeat=conf["heartbeat"],
+                                 result_ttl=conf["result_ttl"], verify_stores=not args.no_verify))
     try:
         t = time.monotonic()
         sup.start()
@@ -138,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ep = sup.endpoints
         print(f"orchflow swarm ready in {time.monotonic() - t:.2f}s under {home}")
-        tcp = TcpEndpoints.at(args.tcp) if args.tcp else None
+        tcp = TcpEndpoints.at(conf["tcp"]) if conf["tcp"] else None
         print(f"  clients:  {ep.frontend}" + (f" and {tcp.frontend} (CURVE)" if tcp else "")
               + f"\n  agents:   {ep.backend}" + (f" and {tcp.backend} (CURVE)" if tcp else "")
               + f"\n  events:   {ep.events}" + (f" and {tcp.events} (CURVE)" if tcp else ""))
@@ -147,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  state:    {sup.config.state_file}\n  logs:     {home / 'logs'}")
         if args.demo:
             from .demo import run_demo
-            ok = run_demo(ep, args.agents)
+            ok = run_demo(ep, conf["agents"])
             print("\ndemo finished: " + ("all steps succeeded" if ok else "SOME STEPS FAILED"))
             return 0 if ok else 1
         print("stop with Ctrl-C or: orchflow-launch stop")

@@ -58,6 +58,7 @@ class SwarmConfig:
     neural_workers: int = 1
     tcp: str | None = None  # "HOST:PORT" where remote agents may connect
     heartbeat: float = 1.0
+    result_ttl: float = 3600.0     # finished tasks (and dead letters) kept this long
     max_restarts: int = 5
     flap_window: float = 60.0
     health_interval: float = 2.0   # how often the broker is asked who is registered
@@ -234,7 +235,7 @@ class Supervisor:
             KeyRing(cfg.home).create_broker()
         self._add("broker", lambda: self.group.broker(journal=journal, heartbeat=cfg.heartbeat, tcp=cfg.tcp,
                                                        keys_home=str(cfg.home), memory=memory,
-                                                       learned_routing=learned))
+                                                       learned_routing=learned, result_ttl=cfg.result_ttl))
         # The built-in agents also serve memory.* (LMDB is safe across processes);
         # agent0 alone publishes the change feed, so each change is announced once.
         for i in range(cfg.agents):

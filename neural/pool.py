@@ -25,7 +25,6 @@ concurrent single-sample requests cheap.
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from collections import OrderedDict
 from typing import Any
@@ -34,6 +33,7 @@ import numpy as np
 
 from agents.runtime import Agent, TaskContext
 from bus.lifeline import die_with_parent
+from bus.logsetup import configure_logging
 from store import Memory
 
 from .data import TrainingData
@@ -363,7 +363,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--no-batching", action="store_true", help="evaluate run requests one by one (for benchmarks)")
     args = ap.parse_args(argv)
     die_with_parent()  # never outlive orchflow-launch
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    configure_logging()
     agent = Agent(args.endpoint, name=args.name, capacity=args.capacity, heartbeat_interval=args.heartbeat)
     NeuralWorker(ModelRegistry(Memory(args.memory))).register(agent, batching=not args.no_batching)
     agent.install_signal_handlers()

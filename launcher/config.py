@@ -1,0 +1,63 @@
+"""``$ORCHFLOW_HOME/config.toml``: settings a person keeps instead of typing flags.
+
+Read with the standard library's tomllib.  Precedence: a command-line flag, then the
+file, then the built-in default.  Unknown keys and wrong types are errors that name
+the key, so a typo never silently does nothing.
+
+    agents = 2            # built-in agent processes
+    capacity = 4          # concurrent tasks per agent
+    neural_workers = 1
+    log_level = "INFO"    # DEBUG, INFO, WARNING, ERROR: every process of the swarm
+    result_ttl = 3600     # seconds finished tasks, and failed ones (dead letters), are kept
+    heartbeat = 1.0       # seconds between heartbeats
+    tcp = "127.0.0.1:5555"  # also listen for remote peers, CURVE keys only
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from bus.logsetup import LEVELS
+
+from .errors import CliError
+
+FILE = "config.toml"
+DEFAULTS: dict[str, Any] = {"agents": 2, "capacity": 4, "neural_workers": 1, "log_level": "INFO",
+                            "result_ttl": 3600.0, "heartbeat": 1.0, "tcp": None}
+_TYPES: dict[str, tuple[type, ...]] = {"agents": (int,), "capacity": (int,), "neural_workers": (int,),
+                                       "log_level": (str,), "result_ttl": (int, float),
+                                       "heartbeat": (int, float), "tcp": (str,)}
+
+
+def load(home: Path) -> dict[str, Any]:
+    """The file's settings (only those it sets); CliError naming the problem."""
+    path = home / FILE
+    try:
+        with open(path, "rb") as f:
+            doc = tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise CliError(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise CliError(f"{path}: {exc.strerror or exc}") from None
+    for key, value in doc.items():
+        if key not in _TYPES:
+            raise CliError(f"{path}: unknown setting {key!r}; known: {', '.join(_TYPES)}")
+        if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
+            raise CliError(f"{path}: {key} must be {' or '.join(t.__name__ for t in _TYPES[key])}")
+    if "log_level" in doc and doc["log_level"].upper() not in LEVELS:
+        raise CliError(f"{path}: log_level must be one of {', '.join(LEVELS)}")
+    for key in ("agents", "capacity", "result_ttl", "heartbeat"):
+        if key in doc and doc[key] <= 0:
+            raise CliError(f"{path}: {key} must be positive")
+    return doc
+
+
+def settings(home: Path, flags: dict[str, Any]) -> dict[str, Any]:
+    """Every setting: the flag where one was given (not None), else the file, else the default."""
+    merged = {**DEFAULTS, **load(home)}
+    merged.update({k: v for k, v in flags.items() if v is not None})
+    return merged
