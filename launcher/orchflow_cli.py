@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     nn.add_argument("--shortcut", action="store_true", help="create: a shortcut network (for --cascade)")
     nn.add_argument("--seed", type=int, default=None, help="create: seed of the initial weights")
     keys_cli.add_parser(sub)
+    comp = sub.add_parser("completion", help="print a shell completion script",
+                          description='eval "$(orchflow completion bash)" in ~/.bashrc turns on tab completion')
+    comp.add_argument("shell", choices=["bash"])
     return ap
 
 
@@ -222,6 +225,10 @@ def run(args: argparse.Namespace) -> int:
         return stop_swarm(home)
     if args.cmd == "keys":
         return keys_cli.run(home, args)
+    if args.cmd == "completion":
+        from .completion import bash_script
+        print(bash_script(build_parser()), end="")
+        return exit_codes.DONE
     if args.cmd == "memory" and args.op in ("verify", "salvage"):
         return store_command(home, args)
     ep, curve = connect(home, args)

@@ -208,3 +208,18 @@ def test_tasks_purge_retry_and_schedules_from_the_cli(env):
     assert orchflow(env, "schedule", "remove", "cli-beat").returncode == exit_codes.USAGE
     bad = orchflow(env, "schedule", "add", "x", "not a cron", "sys.echo")
     assert bad.returncode == exit_codes.USAGE and "cron expression" in one_line_error(bad)
+
+
+def test_bash_completion_knows_commands_options_and_choices(env):
+    script = orchflow(env, "completion", "bash").stdout.decode()
+
+    def complete(*words: str) -> set[str]:
+        line = " ".join(repr(w) for w in words)
+        done = subprocess.run(["bash", "-c", script + f"\nCOMP_WORDS=({line}); COMP_CWORD={len(words) - 1}; "
+                               "_orchflow; echo \"${COMPREPLY[@]}\""], capture_output=True, text=True, timeout=10)
+        assert done.returncode == 0, done.stderr
+        return set(done.stdout.split())
+
+    assert {"submit", "tasks", "schedule"} <= complete("orchflow", "")
+    assert complete("orchflow", "submit", "shell", "--w") == {"--wait"}
+    assert {"add", "list", "remove"} <= complete("orchflow", "schedule", "")
