@@ -16,6 +16,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--run-dir", required=True, help="directory for the ipc endpoints (created 0700)")
     ap.add_argument("--journal", default=None, help="LMDB directory for the durable task journal")
     ap.add_argument("--heartbeat", type=float, default=1.0)
+    ap.add_argument("--unserved-grace", type=float, default=None, metavar="SECONDS",
+                    help="fail queued tasks of a kind no agent has served for this long (default: wait)")
     ap.add_argument("--result-ttl", type=float, default=3600.0, metavar="SECONDS",
                     help="how long finished tasks (failed ones, the dead letters, too) are kept")
     ap.add_argument("--liveness", type=int, default=3)
@@ -58,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
             router = LearnedRouter(memory, refresh=args.routing_refresh)
     serve(BrokerConfig.in_directory(args.run_dir, heartbeat_interval=args.heartbeat,
                                     heartbeat_liveness=args.liveness, keys_home=args.keys_home,
-                                    result_ttl=args.result_ttl,
+                                    result_ttl=args.result_ttl, unserved_grace=args.unserved_grace,
                                     frontend_tcp=tcp and tcp.frontend, backend_tcp=tcp and tcp.backend,
                                     events_tcp=tcp and tcp.events,
                                     retrain_interval=args.retrain_interval,

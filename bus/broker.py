@@ -59,6 +59,7 @@ class BrokerConfig:
     max_body: int = P.MAX_BODY
     event_hwm: int = DEFAULT_EVENT_HWM
     result_ttl: float = 3600.0
+    unserved_grace: float | None = None  # fail queued tasks of a kind no agent served for this long
     compact_interval: float = 60.0
     backend_tcp: str | None = None   # remote agents, tcp+CURVE; only when asked for
     frontend_tcp: str | None = None  # remote clients, tcp+CURVE
@@ -142,6 +143,8 @@ class Broker:
         self._deadlines: list[tuple[float, int, str]] = []
         self._delayed: list[tuple[float, int, str]] = []  # (not_before, seq, id) of held tasks
         self._waiting: set[str] = set()                  # ids held in _delayed, in no queue
+        self._unserved_since: dict[str, float] = {}      # kind -> since when it has queued work and no agent
+        self._next_unserved_check = 0.0
         self._seq = itertools.count()
         self._dirty: set[str] = set()
         self._acks: dict[bytes, list[str]] = {}
@@ -294,6 +297,9 @@ class Broker:
                         self.keyring.refresh()  # `orchflow keys revoke` takes effect within a second
                     self._heartbeat(now_m)
                     self._maybe_retrain(now_m)
+                    if self.config.unserved_grace is not None and now_m >= self._next_unserved_check:
+                        self._fail_unserved()
+                        self._next_unserved_check = now_m + 1.0
                     next_tick = now_m + tick
                 if now_m >= next_compact:
                     self._compact()
@@ -941,6 +947,27 @@ class Broker:
             elif now_m - agent.last_sent >= self.config.heartbeat_interval:
                 self._send(self.backend, agent.identity, P.agent_message(Command.HEARTBEAT))
                 agent.last_sent = now_m
+
+    def _fail_unserved(self) -> None:
+        """The policy for work nobody serves (``unserved_grace``): a queued task whose
+        kind has had no agent for the whole grace period fails with a clear error,
+        instead of waiting for ever (or running, surprisingly, in some later swarm)."""
+        grace, now = self.config.unserved_grace, time.time()
+        expired: set[str] = set()
+        for kind, queue in self.queues.items():
+            if len(queue) == 0 or self.by_kind.get(kind):
+                self._unserved_since.pop(kind, None)
+                continue
+            if now - self._unserved_since.setdefault(kind, now) >= grace:
+                expired.add(kind)
+        if not expired:
+            return
+        doomed = [t for t in self.tasks.values()
+                  if t.kind in expired and t.state == State.QUEUED and t.agent is None and t.id not in self._waiting
+                  and now - max(t.submitted, self._unserved_since[t.kind]) >= grace]
+        for task in doomed:
+            self._finish(task, State.FAILED, error=f"no agent serves kind {task.kind!r} "
+                                                   f"(waited {grace:g}s: the broker's unserved_grace)")
 
     def _lose_agent(self, agent: AgentRecord, reason: str, clean: bool = False) -> None:
         """``clean``: it said goodbye with nothing in flight (a drain, a stop): that is

@@ -107,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--neural-workers", type=int, default=None, help="neural worker processes (default 1)")
     ap.add_argument("--log-level", default=None, choices=LEVELS, type=str.upper,
                     help="every process's log level (default INFO); logs are in $ORCHFLOW_HOME/logs")
+    ap.add_argument("--unserved-grace", type=float, default=None, metavar="SECONDS",
+                    help="fail queued tasks of a kind no agent has served for SECONDS (default: they wait)")
     ap.add_argument("--result-ttl", type=float, default=None, metavar="SECONDS",
                     help="how long finished tasks, failed ones (dead letters) included, are kept (default 3600)")
     ap.add_argument("--demo", action="store_true", help="run the demo workload, then stop")
@@ -121,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         conf = config.settings(home, {"agents": args.agents, "capacity": args.capacity,
                                       "neural_workers": args.neural_workers, "log_level": args.log_level,
-                                      "result_ttl": args.result_ttl, "tcp": args.tcp})
+                                      "result_ttl": args.result_ttl, "tcp": args.tcp,
+                                      "unserved_grace": args.unserved_grace})
     except CliError as exc:
         print(f"orchflow-launch: {exc}", file=sys.stderr)
         return 2
@@ -144,7 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         return detach(home, [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--detach"])
     sup = Supervisor(SwarmConfig(home=home, agents=conf["agents"], agent_capacity=conf["capacity"],
                                  neural_workers=conf["neural_workers"], tcp=conf["tcp"], heartbeat=conf["heartbeat"],
-                                 result_ttl=conf["result_ttl"], verify_stores=not args.no_verify))
+                                 result_ttl=conf["result_ttl"], unserved_grace=conf["unserved_grace"],
+                                 verify_stores=not args.no_verify))
     try:
         t = time.monotonic()
         sup.start()

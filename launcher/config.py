@@ -9,6 +9,7 @@ the key, so a typo never silently does nothing.
     neural_workers = 1
     log_level = "INFO"    # DEBUG, INFO, WARNING, ERROR: every process of the swarm
     result_ttl = 3600     # seconds finished tasks, and failed ones (dead letters), are kept
+    unserved_grace = 600  # fail queued tasks of a kind no agent served this long (default: wait)
     heartbeat = 1.0       # seconds between heartbeats
     tcp = "127.0.0.1:5555"  # also listen for remote peers, CURVE keys only
 """
@@ -25,10 +26,10 @@ from .errors import CliError
 
 FILE = "config.toml"
 DEFAULTS: dict[str, Any] = {"agents": 2, "capacity": 4, "neural_workers": 1, "log_level": "INFO",
-                            "result_ttl": 3600.0, "heartbeat": 1.0, "tcp": None}
+                            "result_ttl": 3600.0, "heartbeat": 1.0, "tcp": None, "unserved_grace": None}
 _TYPES: dict[str, tuple[type, ...]] = {"agents": (int,), "capacity": (int,), "neural_workers": (int,),
                                        "log_level": (str,), "result_ttl": (int, float),
-                                       "heartbeat": (int, float), "tcp": (str,)}
+                                       "heartbeat": (int, float), "tcp": (str,), "unserved_grace": (int, float)}
 
 
 def load(home: Path) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def load(home: Path) -> dict[str, Any]:
             raise CliError(f"{path}: {key} must be {' or '.join(t.__name__ for t in _TYPES[key])}")
     if "log_level" in doc and doc["log_level"].upper() not in LEVELS:
         raise CliError(f"{path}: log_level must be one of {', '.join(LEVELS)}")
-    for key in ("agents", "capacity", "result_ttl", "heartbeat"):
+    for key in ("agents", "capacity", "result_ttl", "heartbeat", "unserved_grace"):
         if key in doc and doc[key] <= 0:
             raise CliError(f"{path}: {key} must be positive")
     return doc

@@ -258,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
                           f"{', '.join(a['kinds'])}")
         elif args.cmd == "events":
             for topic, body in c.subscribe(*args.topics):
-                print(json.dumps({"topic": topic, **body}) if args.json else f"{topic:16} {body}", flush=True)
+                print(json.dumps({"topic": topic, **body}, default=str) if args.json and isinstance(body, dict)
+                      else task_cli.format_event(topic, body), flush=True)
         elif args.cmd == "neural":
             task_cli.show(neural_command(c, args, events_in), args.json)
         elif args.cmd == "memory":

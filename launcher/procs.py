@@ -72,10 +72,12 @@ class ProcessGroup:
     def broker(self, name: str = "broker", journal: str | None = None, heartbeat: float = 1.0,
                sync: bool = True, wait: bool = True, tcp: str | None = None, keys_home: str | None = None,
                memory: str | None = None, learned_routing: bool = False,
-               result_ttl: float | None = None) -> subprocess.Popen:
+               result_ttl: float | None = None, unserved_grace: float | None = None) -> subprocess.Popen:
         args = ["-m", "bus", "--run-dir", str(self.run_dir), "--heartbeat", str(heartbeat)]
         if result_ttl is not None:
             args += ["--result-ttl", str(result_ttl)]
+        if unserved_grace is not None:
+            args += ["--unserved-grace", str(unserved_grace)]
         if memory:
             args += ["--memory", memory]
         if learned_routing:

@@ -59,6 +59,7 @@ class SwarmConfig:
     tcp: str | None = None  # "HOST:PORT" where remote agents may connect
     heartbeat: float = 1.0
     result_ttl: float = 3600.0     # finished tasks (and dead letters) kept this long
+    unserved_grace: float | None = None  # fail tasks of a kind no agent served this long (None: wait)
     max_restarts: int = 5
     flap_window: float = 60.0
     health_interval: float = 2.0   # how often the broker is asked who is registered
@@ -235,7 +236,8 @@ class Supervisor:
             KeyRing(cfg.home).create_broker()
         self._add("broker", lambda: self.group.broker(journal=journal, heartbeat=cfg.heartbeat, tcp=cfg.tcp,
                                                        keys_home=str(cfg.home), memory=memory,
-                                                       learned_routing=learned, result_ttl=cfg.result_ttl))
+                                                       learned_routing=learned, result_ttl=cfg.result_ttl,
+                                                       unserved_grace=cfg.unserved_grace))
         # The built-in agents also serve memory.* (LMDB is safe across processes);
         # agent0 alone publishes the change feed, so each change is announced once.
         for i in range(cfg.agents):

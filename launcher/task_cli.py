@@ -144,6 +144,17 @@ def format_progress(data: object) -> str:
     return data if isinstance(data, str) else json.dumps(data, default=str)
 
 
+def format_event(topic: str, body: object) -> str:
+    """One event as a line a person reads: local time, topic, then key=value pairs."""
+    if not isinstance(body, dict):
+        return f"{time.strftime('%H:%M:%S')}  {topic:16} {body!r}"
+    ts = body.get("ts")
+    when = time.strftime("%H:%M:%S", time.localtime(ts if isinstance(ts, (int, float)) else None))
+    fields = " ".join(f"{k}={v if isinstance(v, str) else json.dumps(v, default=str)}"
+                      for k, v in body.items() if k != "ts")
+    return f"{when}  {topic:16} {fields}"
+
+
 def show(value: object, as_json: bool) -> None:
     print(json.dumps(value, indent=None if as_json else 2, default=str), flush=True)
 

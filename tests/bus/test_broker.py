@@ -239,3 +239,19 @@ def test_a_clean_stop_is_a_leave_not_a_loss(swarm):
     assert counters["agents_left"] == 1 and counters["agents_lost"] == 0, counters
     log = (swarm.log_dir / "broker.log").read_text()
     assert "agent quitter left" in log and "lost" not in log
+
+
+def test_unserved_work_fails_after_the_grace_period(procs):
+    """b788953: a kind nobody served queued for ever (and ran in some later swarm)."""
+    procs.broker(unserved_grace=1.0, heartbeat=0.2)
+    procs.agent("a", capacity=1)
+    procs.wait_agents(1)
+    with Client(procs.endpoints.frontend) as c:
+        orphan = c.submit("nobody.serves", 1)
+        served = c.submit("sys.echo", 2)
+        t0 = time.monotonic()
+        with pytest.raises(TaskFailed) as err:
+            c.result(orphan, timeout=10)
+        assert 1.0 <= time.monotonic() - t0 < 5.0
+        assert "no agent serves kind 'nobody.serves'" in err.value.error
+        assert c.result(served, timeout=5) == 2

@@ -223,3 +223,21 @@ def test_bash_completion_knows_commands_options_and_choices(env):
     assert {"submit", "tasks", "schedule"} <= complete("orchflow", "")
     assert complete("orchflow", "submit", "shell", "--w") == {"--wait"}
     assert {"add", "list", "remove"} <= complete("orchflow", "schedule", "")
+
+
+def test_events_read_as_lines_with_local_times(env):
+    tail = subprocess.Popen(["orchflow", "events", "task."], env=env, stdout=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        time.sleep(1.0)  # the tail's subscription reaches the proxy
+        task = submit_id(env, "sys.echo", "--payload", '"watched"')
+        deadline = time.monotonic() + 10
+        line = ""
+        while time.monotonic() < deadline and not ("task.done" in line and task in line):
+            line = tail.stdout.readline()
+        hhmmss, topic, *fields = line.split()
+        assert time.strptime(hhmmss, "%H:%M:%S") and topic == "task.done"
+        assert f"id={task}" in fields and "state=done" in fields and not any(f.startswith("ts=") for f in fields)
+    finally:
+        os.killpg(tail.pid, signal.SIGKILL)
+        tail.wait(10)
