@@ -55,7 +55,12 @@ def swarm_status(home: Path) -> int:
     dead but processes it started are alive (``orchflow-launch stop`` ends them)."""
     state = swarm_running(home)
     if state:
-        print(f"running: {state}")
+        started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(state.get("started") or 0))
+        print(f"running under {home} since {started} (launcher pid {state.get('launcher_pid')}"
+              + ("" if state.get("ready") else ", still starting") + ")")
+        print("  processes: " + ", ".join(f"{n} (pid {p})" for n, p in (state.get("pids") or {}).items()))
+        print(f"  clients:   {state['endpoints']['frontend']}"
+              + (f" and {state['endpoints']['frontend_tcp']} (CURVE)" if state["endpoints"].get("frontend_tcp") else ""))
         return 0
     leftover = leftover_children(home)
     if leftover:
