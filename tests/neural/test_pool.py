@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -131,3 +132,38 @@ def test_registry_saves_race_safely_with_readers(run_dir):
     assert sorted(versions) == list(range(4, 34))             # unique, after the old ones
     assert seen == sorted(seen)                                # latest only moves forward
     assert registry.latest("shared-model") == 33
+
+
+XOR = {"inputs": [[-1, -1], [-1, 1], [1, -1], [1, 1]], "outputs": [[-1], [1], [1], [-1]]}
+
+
+def test_create_train_reports_epochs_run_last_epoch_and_warns(pool):
+    """b788953: no way to create a network, 'epochs' reported the maximum, progress
+    stopped short of the last epoch, and a net that could not learn xor said nothing."""
+    with Client(pool.endpoints.frontend, ack_timeout=5) as c, c.subscribe("task.progress") as sub:
+        assert sub.wait_live(pool.endpoints.events_in)
+        created = c.call("neural.create", {"name": "x", "layers": [2, 4, 1], "seed": 3}, timeout=10)
+        assert created["version"] == 1 and created["layers"] == [2, 4, 1]
+        task = c.submit("neural.train", {"name": "x", "data": XOR, "max_epochs": 500, "desired_error": 0.001,
+                                         "report_every": 7})
+        trained = c.result(task, timeout=60)
+        assert trained["mse"] <= 0.001 and 0 < trained["epochs"] < 500 and "warning" not in trained
+        epochs, deadline = [], time.monotonic() + 5
+        while time.monotonic() < deadline and trained["epochs"] not in epochs:
+            event = sub.recv(timeout=0.2)
+            if event and event[1]["id"] == task:
+                epochs.append(event[1]["data"]["epoch"])
+        assert epochs[-1] == trained["epochs"]  # the last epoch is reported, whatever report_every says
+        c.call("neural.create", {"name": "flat", "layers": [2, 1]}, timeout=10)
+        flat = c.call("neural.train", {"name": "flat", "data": XOR, "max_epochs": 100}, timeout=60)
+        assert "hardly moved" in flat["warning"]
+        with pytest.raises(TaskFailed, match="layers"):
+            c.call("neural.create", {"name": "bad", "layers": [2]}, timeout=10)
+        with pytest.raises(TaskFailed, match="activation"):
+            c.call("neural.create", {"name": "bad", "layers": [2, 1], "activation": "nope"}, timeout=10)
+
+
+def test_async_client_is_exported_from_bus():
+    import bus
+    from bus.aclient import AsyncClient
+    assert bus.AsyncClient is AsyncClient and "AsyncClient" in bus.__all__
