@@ -35,6 +35,13 @@ REFETCH_INTERVAL = 1.0
 #: Submissions kept until their outcome arrives, so a task the broker lost (it
 #: restarted before the journal commit) is sent again instead of reported unknown.
 KEEP_SENT = 10_000
+#: Submissions in flight, sent but not yet acknowledged, before ``submit()`` waits
+#: for acks: the client's memory and the broker's queue stay bounded.
+MAX_UNACKED = 10_000
+#: ``submit()`` reads the acks that have arrived every this many submissions.
+DRAIN_EVERY = 64
+#: How an unacknowledged workflow is kept among the task entries (to be sent again).
+WORKFLOW_ENTRY = "__workflow__"
 
 
 def new_id_prefix() -> str:
@@ -94,7 +101,7 @@ class Client:
         self._prefix = new_id_prefix()
         self._ids = itertools.count(1)
         self._outcomes: dict[str, dict[str, Any]] = {}
-        self._acked: set[str] = set()
+        self._unacked: OrderedDict[str, dict[str, Any]] = OrderedDict()  # id -> entry, until ACCEPTED
         self._rejected: dict[str, TaskRejected] = {}
         self._unknown: set[str] = set()
         self._sent: OrderedDict[str, dict[str, Any]] = OrderedDict()
@@ -121,6 +128,8 @@ class Client:
         self._open()
 
     def close(self) -> None:
+        """Close the socket.  Submissions not yet acknowledged are not waited for: call
+        :meth:`flush` first (leaving a ``with`` block does)."""
         if self._sock is not None:
             self._sock.close(linger=0)
             self._sock = None
@@ -128,8 +137,12 @@ class Client:
     def __enter__(self) -> "Client":
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            if exc_type is None and self._unacked and self._sock is not None:
+                self.flush()  # what was submitted in the block is journaled when it ends
+        finally:
+            self.close()
 
     def _check_reachable(self) -> None:
         path = ipc_path(self.endpoint)
@@ -156,12 +169,15 @@ class Client:
             except P.ProtocolError:
                 continue  # never let a bad reply take the caller down
             if command is Command.ACCEPTED:
-                self._acked.update(body or ())
+                unacked = self._unacked
+                for task_id in body or ():
+                    unacked.pop(task_id, None)
             elif command is Command.RESULT:
                 for outcome in body or ():
                     if isinstance(outcome, dict) and isinstance(outcome.get("id"), str):
                         self._outcomes[outcome["id"]] = outcome
                         self._sent.pop(outcome["id"], None)
+                        self._unacked.pop(outcome["id"], None)  # a RESULT follows the commit: an ack
             elif command is Command.STATUS_REPLY:
                 self._status = body
             elif command is Command.MANAGED and isinstance(body, dict) and isinstance(body.get("ref"), str):
@@ -204,48 +220,110 @@ class Client:
 
     def submit_nowait(self, kind: str, payload: Any = None, *, project: str | None = None,
                       task_id: str | None = None, ack: bool = True, **opts: Any) -> str:
-        """Send without waiting for the ack; for pipelining.  See :meth:`wait_accepted`.
-        ``opts``: :data:`TASK_OPTIONS` (priority, timeout, retry, delay, ...)."""
+        """Send one task and return its id at once: the broker journals it and its
+        ACCEPTED arrives later (:meth:`flush`, :meth:`wait_accepted`).  ``opts``:
+        :data:`TASK_OPTIONS` (priority, timeout, retry, delay, ...)."""
         task_id = task_id or self.new_id()
         entry = task_entry(task_id, kind, payload, project or self.project, ack, **opts)
         self._send(Command.SUBMIT, [entry])
         self._remember([entry])
+        if ack:
+            unacked = self._unacked
+            unacked[task_id] = entry
+            if len(unacked) % DRAIN_EVERY == 0:
+                self._drain_replies()
+                if len(unacked) >= MAX_UNACKED:  # backpressure: wait until half are in
+                    self._await_acks(list(itertools.islice(unacked, MAX_UNACKED // 2)), None)
         return task_id
 
     def submit(self, kind: str, payload: Any = None, **opts: Any) -> str:
-        """Submit one task and return its id once the broker has journaled it."""
+        """Submit one task and return its id at once, as Ray's ``.remote()`` does.
+
+        Durability is kept, asynchronously: the broker journals the task (a group
+        commit shares one fsync among all that arrive together) and acknowledges it;
+        this client keeps what is not yet acknowledged and sends it again if the
+        broker lost it.  :meth:`flush` waits for every acknowledgement (and raises
+        the broker's refusal, if any); :meth:`result` and leaving a ``with`` block
+        imply it."""
         self._check_reachable()
-        task_id = self.submit_nowait(kind, payload, **opts)
-        self.wait_accepted([task_id])
-        return task_id
+        return self.submit_nowait(kind, payload, **opts)
 
     def submit_many(self, kind: str, payloads: Iterable[Any], **opts: Any) -> list[str]:
-        """Submit a batch as one message and one journal transaction."""
+        """Submit a batch as one message and one journal transaction, and wait for its ack."""
         self._check_reachable()
         project = opts.pop("project", None) or self.project
         entries = [task_entry(self.new_id(), kind, p, project, **opts) for p in payloads]
         self._send(Command.SUBMIT, entries)
         self._remember(entries)
         ids = [e["id"] for e in entries]
+        self._unacked.update((e["id"], e) for e in entries)
         self.wait_accepted(ids)
         return ids
 
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until the broker has journaled every task submitted so far.
+
+        Raises :class:`TaskRejected` for a submission it refused, and
+        :class:`BrokerUnavailable` if no acknowledgement comes for ``ack_timeout``
+        seconds even after sending the rest again."""
+        self._await_acks(None, timeout)
+
     def wait_accepted(self, ids: list[str], timeout: float | None = None) -> None:
-        deadline = time.monotonic() + (self.ack_timeout if timeout is None else timeout)
-        pending = [i for i in ids if i not in self._acked]
+        """Wait until the broker has journaled these tasks (see :meth:`flush`)."""
+        self._await_acks(ids, timeout)
+
+    def _drain_replies(self) -> None:
+        if self._sock.poll(0):
+            self._pump(0)
+
+    def _await_acks(self, ids: list[str] | None, timeout: float | None) -> None:
+        """Wait for the ACCEPTED of ``ids`` (None: everything unacknowledged).  The
+        limit is on silence, not on total time: a broker journaling a long backlog
+        keeps the wait alive; one that answers nothing for ``ack_timeout`` seconds is
+        sent the missing submissions again once (ids make that idempotent), then given up on."""
+        unacked = self._unacked
+        pending = list(unacked) if ids is None else [i for i in ids if i in unacked]
+        limit = None if timeout is None else time.monotonic() + timeout
+        quiet_since, resent = time.monotonic(), False
         while pending:
+            self._raise_rejected(pending)
+            now = time.monotonic()
+            if limit is not None and now >= limit:
+                raise BrokerUnavailable(f"{len(pending)} submissions not acknowledged within {timeout:.1f}s")
+            if now - quiet_since >= self.ack_timeout:
+                if resent:
+                    self._reset()
+                    raise BrokerUnavailable(f"no broker acknowledged {len(pending)} submissions at "
+                                            f"{self.endpoint} within {self.ack_timeout:.1f}s")
+                self._resend([i for i in pending if i in unacked])
+                quiet_since, resent = now, True
+            before = len(pending)
+            self._pump(min(0.05, self.ack_timeout))
+            pending = [i for i in pending if i in unacked]
+            if len(pending) < before:
+                quiet_since, resent = time.monotonic(), False
+
+    def _raise_rejected(self, pending: list[str]) -> None:
+        if not self._rejected:
+            return
+        for task_id in pending:
+            err = self._rejected.pop(task_id, None)
+            if err is not None:
+                self._unacked.pop(task_id, None)
+                raise err
+        err = self._rejected.pop("*", None)
+        if err is not None:  # refused without ids (a revoked identity): the waited-for ones were refused
             for task_id in pending:
-                err = self._rejected.pop(task_id, None) or self._rejected.pop("*", None)
-                if err is not None:
-                    raise err
-            left = deadline - time.monotonic()
-            if left <= 0:
-                self._reset()
-                raise BrokerUnavailable(f"no broker answered at {self.endpoint} within "
-                                        f"{self.ack_timeout if timeout is None else timeout:.1f}s")
-            self._pump(left)
-            pending = [i for i in pending if i not in self._acked]
-        self._acked.difference_update(ids)
+                self._unacked.pop(task_id, None)
+            raise err
+
+    def _resend(self, ids: list[str]) -> None:
+        entries = [self._unacked[i] for i in ids]
+        for workflow in [e[WORKFLOW_ENTRY] for e in entries if WORKFLOW_ENTRY in e]:
+            self._send(Command.WORKFLOW, workflow)
+        entries = [e for e in entries if WORKFLOW_ENTRY not in e]
+        for start in range(0, len(entries), 1000):
+            self._send(Command.SUBMIT, entries[start:start + 1000])
 
     def outcome(self, task_id: str, timeout: float | None = None, probe_after: float | None = None) -> dict[str, Any]:
         """Wait for the task's final state and return its RESULT entry.
@@ -266,6 +344,7 @@ class Client:
                 self._resubmit([task_id])
             err = self._rejected.pop(task_id, None)
             if err is not None:
+                self._unacked.pop(task_id, None)
                 raise err
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -327,8 +406,9 @@ class Client:
         returns its id once journaled.  ``result(id)`` gives ``{step: result}``."""
         self._check_reachable()
         workflow_id = workflow_id or f"wf-{self.new_id()}"
-        self._send(Command.WORKFLOW, {"id": workflow_id, "strategy": strategy, "project": project or self.project,
-                                      "steps": steps})
+        body = {"id": workflow_id, "strategy": strategy, "project": project or self.project, "steps": steps}
+        self._send(Command.WORKFLOW, body)
+        self._unacked[workflow_id] = {WORKFLOW_ENTRY: body}
         self.wait_accepted([workflow_id])
         return workflow_id
 

@@ -226,6 +226,7 @@ def submit_command(c: Client, args: argparse.Namespace, events_in: str | None) -
     opts = {k: v for k, v in opts.items() if v is not None}
     if not args.wait:
         task_id = c.submit(args.kind, payload, **opts)
+        c.flush()  # journaled before its id is printed
         show({"id": task_id}, args.json)
         warn_if_unserved(c, args.kind)
         return exit_codes.DONE

@@ -115,6 +115,7 @@ def test_delayed_tasks_wait_and_can_be_cancelled(swarm):
         for bad in ({"delay": -1}, {"delay": float("inf")}, {"eta": "noon"}, {"delay": 1, "eta": 2}):
             with pytest.raises(TaskRejected) as err:
                 c.submit("sys.echo", 1, **bad)
+                c.flush()  # a refusal arrives with the acknowledgements
             assert err.value.code == "bad-field"
 
 

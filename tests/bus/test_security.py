@@ -107,7 +107,7 @@ def test_null_unknown_and_revoked_keys_are_refused_and_counted(secure):
         time.sleep(1.5)  # the broker re-reads identities.json within a second
         with pytest.raises(TaskRejected) as err:
             c.submit("sys.echo", 1)
-            c.wait_accepted([next(iter(c._sent))], timeout=5)
+            c.flush(timeout=5)
         assert err.value.code == "forbidden" and "revoked" in str(err.value)
     with pytest.raises(Exception):
         with secure.client("revokee", "a") as again:  # a new handshake with the revoked key fails
@@ -243,8 +243,8 @@ def test_cancel_fetch_and_status_of_another_projects_task(secure):
         assert a.status([queued_id])["tasks"][queued_id] == "queued"  # the cancel changed nothing
         # and a client-made id another project holds cannot be claimed
         with pytest.raises(TaskRejected) as err:
-            b._send(Command.SUBMIT, [{"id": done_id, "kind": "job", "project": "b"}])
-            b.wait_accepted([done_id], timeout=5)
+            b.submit("job", None, task_id=done_id, project="b")
+            b.flush(timeout=5)
         assert err.value.code == "forbidden"
 
 

@@ -116,10 +116,13 @@ def submit_load(swarm: Swarm, acked: dict[str, int], stop: threading.Event) -> N
         try:
             with Client(frontend, ack_timeout=2) as c:
                 while not stop.is_set():
-                    i += 1
-                    task_id = f"chaos-{i}"
-                    c.submit("sys.echo", {"i": i, "pad": "p" * 600}, task_id=task_id)
-                    acked[task_id] = i  # journaled: must finish, whatever is killed next
+                    batch = {}
+                    for _ in range(20):  # submit() returns at once; flush() says they are journaled
+                        i += 1
+                        batch[f"chaos-{i}"] = i
+                        c.submit("sys.echo", {"i": i, "pad": "p" * 600}, task_id=f"chaos-{i}")
+                    c.flush()
+                    acked.update(batch)  # acknowledged: must finish, whatever is killed next
         except BusError:
             time.sleep(0.1)
 
