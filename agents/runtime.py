@@ -19,8 +19,8 @@ import os
 import signal
 import threading
 import time
+import queue
 import traceback
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -99,6 +99,7 @@ class Agent:
     """
 
     def __init__(self, endpoint: str | None = None, name: str | None = None, capacity: int = 1,
+                 prefetch: int | None = None,
                  heartbeat_interval: float = 1.0, heartbeat_liveness: int = 3,
                  drain_timeout: float = 30.0, ctx: zmq.Context | None = None,
                  curve: CurveCredentials | None = None) -> None:
@@ -107,10 +108,17 @@ class Agent:
         the files named by ORCHFLOW_KEY/ORCHFLOW_BROKER_KEY."""
         if capacity < 1:
             raise AgentError("capacity must be at least 1")
+        if prefetch is not None and prefetch < 0:
+            raise AgentError("prefetch must be 0 or more")
         self.endpoint = endpoint or Endpoints.local().backend
         self.curve = credentials_for(self.endpoint, curve)
         self.name = name or f"agent-{os.getpid()}"
         self.capacity = capacity
+        # Tasks held beyond those running, queued here: the next task is at hand when one
+        # ends, instead of a broker round trip (and its journal fsync) away.  One
+        # capacity's worth by default; 0 for long tasks that must go to whichever agent
+        # frees up first (the trade-off Celery's prefetch multiplier makes).
+        self.prefetch = capacity if prefetch is None else prefetch
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_liveness = heartbeat_liveness
         self.drain_timeout = drain_timeout
@@ -121,8 +129,12 @@ class Agent:
         self._futures: dict[str, Future] = {}
         self._stop = threading.Event()
         self._draining = False
-        self._outbox_addr = f"inproc://orchflow-agent-outbox-{uuid.uuid4().hex}"
-        self._local = threading.local()
+        # Worker threads hand outcomes to the loop through a queue and a doorbell (a pipe
+        # the loop polls), rung only when not already ringing: no socket, no serialization
+        # and usually no syscall per result.
+        self._outq: queue.SimpleQueue = queue.SimpleQueue()
+        self._bell: tuple[int, int] | None = None
+        self._bell_rung = False
         self._pool: ThreadPoolExecutor | None = None
         self._aloop: Any = None  # an asyncio loop, made only when an async handler exists
         self._done: list[dict] = []
@@ -180,16 +192,17 @@ class Agent:
             import asyncio  # lazily: importing asyncio costs each agent process ~8 MB of RSS
             self._aloop = asyncio.new_event_loop()
             threading.Thread(target=self._aloop.run_forever, name=f"{self.name}-asyncio", daemon=True).start()
-        outbox = self.ctx.socket(zmq.PULL)
-        outbox.linger = 0
-        outbox.bind(self._outbox_addr)
+        self._bell = os.pipe()
+        os.set_blocking(self._bell[1], False)
         sock = self._connect()
         try:
-            self._loop(sock, outbox)
+            self._loop(sock, self._bell[0])
         finally:
             sock.close(linger=100)
-            outbox.close(linger=0)
             self._pool.shutdown(wait=False, cancel_futures=True)
+            for fd in self._bell:
+                os.close(fd)
+            self._bell = None
             if self._aloop is not None:
                 self._aloop.call_soon_threadsafe(self._aloop.stop)
 
@@ -205,7 +218,8 @@ class Agent:
         return sock
 
     def _ready_body(self, capacity: int) -> dict[str, Any]:
-        return {"name": self.name, "kinds": self.kinds, "capacity": capacity, "running": list(self._running),
+        return {"name": self.name, "kinds": self.kinds, "capacity": capacity, "prefetch": self.prefetch if capacity else 0,
+                "running": list(self._running),
                 "max_body": P.MAX_BODY}
 
     def _send(self, sock: zmq.Socket, command: Command, body: Any = None) -> None:
@@ -215,7 +229,7 @@ class Agent:
             log.warning("%s: broker not keeping up, dropped %s", self.name, command.name)
         self._last_sent = time.monotonic()
 
-    def _loop(self, sock: zmq.Socket, outbox: zmq.Socket) -> None:
+    def _loop(self, sock: zmq.Socket, outbox: int) -> None:
         interval = self.heartbeat_interval
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
@@ -238,7 +252,9 @@ class Agent:
                 reconnect_delay = interval
                 self._drain_broker(sock)
             if outbox in ready:
-                self._drain_outbox(outbox)
+                os.read(outbox, 65536)
+                self._bell_rung = False  # before draining: a result queued from now on rings again
+                self._drain_outbox()
             self._flush(sock)
             now = time.monotonic()
             if now - self._last_sent >= interval:
@@ -367,24 +383,28 @@ class Agent:
         return {"id": task_id, "error": f"{type(exc).__name__}: {exc}", "traceback": "".join(tb)[-4000:]}
 
     def _report(self, what: str, task_id: str, data: Any) -> None:
-        """Called from worker threads: one PUSH socket per thread, into the loop's PULL."""
-        push = getattr(self._local, "push", None)
-        if push is None:
-            push = self._local.push = self.ctx.socket(zmq.PUSH)
-            push.linger = 1000
-            push.connect(self._outbox_addr)
-        try:
-            push.send(P.pack([what, task_id, data]))
-        except (TypeError, ValueError):  # result not msgpack-able: report that instead of dying silently
-            push.send(P.pack(["failed", task_id, {"id": task_id, "error": f"result of type {type(data).__name__} is not serializable"}]))
+        """Called from worker threads (and the asyncio loop): queue it, ring the loop."""
+        self._outq.put((what, task_id, data))
+        if not self._bell_rung:
+            self._bell_rung = True
+            bell = self._bell
+            if bell is not None:
+                try:
+                    os.write(bell[1], b"!")
+                except (BlockingIOError, OSError):  # full (the loop will drain it) or closed (stopping)
+                    pass
 
     def _report_inline(self, what: str, task_id: str, data: Any) -> None:
         if what == "progress":
             self._progress.append({"id": task_id, "data": data})
 
-    def _drain_outbox(self, outbox: zmq.Socket) -> None:
-        while (frames := P.try_recv(outbox)) is not None:
-            what, task_id, data = P.unpack(frames[0])
+    def _drain_outbox(self) -> None:
+        outq = self._outq
+        while True:
+            try:
+                what, task_id, data = outq.get_nowait()
+            except queue.Empty:
+                return
             if what == "progress":
                 if task_id in self._running:
                     self._progress.append({"id": task_id, "data": data})
@@ -439,8 +459,12 @@ class Agent:
 
     def _flush(self, sock: zmq.Socket) -> None:
         if self._progress:
-            self._send(sock, Command.PROGRESS, self._progress)
-            self._progress = []
+            progress, self._progress = self._progress, []
+            try:
+                self._send(sock, Command.PROGRESS, progress)
+            except (TypeError, ValueError):  # a handler reported something msgpack cannot carry
+                self._send(sock, Command.PROGRESS, [p if _packs(p) else {"id": p["id"], "data": repr(p["data"])[:200]}
+                                                    for p in progress])
         if self._done:
             done, self._done = self._done, []
             try:
@@ -463,3 +487,11 @@ class Agent:
             for entry, size in oversize:  # keep the reason, drop the data no client could receive
                 note = f"too-large: failure data of {size} bytes dropped" if size else "failure data not serializable"
                 self._send(sock, Command.FAILED, [{"id": entry["id"], "error": f"{P.describe_error(entry.get('error'))} ({note})"}])
+
+
+def _packs(value: Any) -> bool:
+    try:
+        P.pack(value)
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return True

@@ -95,9 +95,11 @@ class AgentRecord:
         """How the journal names it: identity and agent name, stable across restarts."""
         return f"{self.principal.name}/{self.name}"
 
+    prefetch: int = 0               # tasks it holds queued beyond capacity (READY ``prefetch``, 1.1)
+
     @property
     def free(self) -> int:
-        return self.capacity - len(self.inflight)
+        return self.capacity + self.prefetch - len(self.inflight)
 
 
 @dataclass
@@ -619,7 +621,7 @@ class Broker:
         body: dict[str, Any] = {
             "version": P.VERSION,
             "uptime": time.time() - self.started,
-            "agents": [{"name": a.name, "kinds": a.kinds, "capacity": a.capacity,
+            "agents": [{"name": a.name, "kinds": a.kinds, "capacity": a.capacity, "prefetch": a.prefetch,
                         "inflight": len(a.inflight), "completed": a.completed} for a in self.agents.values()],
             "queues": {k: len(q) for k, q in self.queues.items() if len(q)},
             # queued work no registered agent serves: it waits for one, and people should know
@@ -757,6 +759,7 @@ class Broker:
 
     def _on_ready(self, identity: bytes, body: Any, who: Principal) -> None:  # noqa: C901
         name, kinds, capacity = P.parse_ready(body)
+        prefetch = P.parse_prefetch(body) if capacity else 0
         if not who.is_agent:
             raise self._forbidden(f"identity {who.name!r} is a client key, not an agent key")
         refused = [k for k in kinds if not who.may_serve(k)]
@@ -768,10 +771,11 @@ class Broker:
         agent = self.agents.get(identity)
         if agent is not None:  # capacity update (drain sends capacity 0)
             agent.capacity = capacity
+            agent.prefetch = prefetch
             agent.max_body = max_body
         else:
             agent = AgentRecord(identity, name, kinds, capacity, joined=time.time(), max_body=max_body,
-                                principal=who)
+                                principal=who, prefetch=prefetch)
             self.agents[identity] = agent
             self._told_to_register.pop(identity, None)
             for kind in kinds:

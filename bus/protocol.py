@@ -451,6 +451,14 @@ def parse_workflow(body: Any) -> WorkflowSpec:
     return WorkflowSpec(wf_id, strategy, project, steps, order)
 
 
+def parse_prefetch(body: Any) -> int:
+    """READY's optional ``prefetch`` (1.1): tasks held beyond ``capacity``, queued at the agent."""
+    prefetch = body.get("prefetch", 0) if isinstance(body, dict) else 0
+    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= 100_000:
+        raise ProtocolError("bad-field", "READY 'prefetch' must be an int in 0..100000")
+    return prefetch
+
+
 def parse_ready(body: Any) -> tuple[str, list[str], int]:
     """READY body: ``{"name": str, "kinds": [str, ...], "capacity": int}``."""
     if not isinstance(body, dict):

@@ -10,6 +10,7 @@ import time
 import pytest
 
 from bus import BrokerUnavailable, Client, TaskFailed
+from bus import protocol as P
 from bus.aclient import AsyncClient
 
 
@@ -258,3 +259,20 @@ def test_unserved_work_fails_after_the_grace_period(procs):
         assert 1.0 <= time.monotonic() - t0 < 5.0
         assert "no agent serves kind 'nobody.serves'" in err.value.error
         assert c.result(served, timeout=5) == 2
+
+
+def test_prefetch_adds_to_an_agents_credit(swarm):
+    """READY prefetch (1.1): the broker sends capacity + prefetch tasks, no more."""
+    from peers import RawPeer
+    with RawPeer(swarm.endpoints.backend, P.AGENT) as agent, Client(swarm.endpoints.frontend) as c:
+        agent.send(P.Command.READY, {"name": "pre", "kinds": ["k"], "capacity": 1, "prefetch": 2})
+        ids = [c.submit("k", i) for i in range(5)]
+        c.flush()
+        got = []
+        deadline = time.monotonic() + 5
+        while len(got) < 3 and time.monotonic() < deadline:
+            got += agent.expect(P.Command.TASK, timeout=5)
+        assert [t["id"] for t in got] == ids[:3] and agent.drain(0.5) == []
+        assert c.status()["agents"][0]["prefetch"] == 2
+        agent.send(P.Command.READY, {"name": "pre", "kinds": ["k"], "capacity": 1, "prefetch": -1})
+        assert agent.expect(P.Command.ERROR)["code"] == "bad-field"

@@ -93,7 +93,8 @@ step_map = maybe_map({"name": field(hostile_text), "kind": kind_s, "payload": va
 workflow_body = maybe_map({"id": id_s, "strategy": field(st.sampled_from(["parallel", "sequential", "adaptive"])),
                            "project": field(hostile_text), "steps": field(st.lists(step_map, max_size=4))})
 ready_body = maybe_map({"name": field(hostile_text), "kinds": field(st.lists(kind_s, max_size=4)),
-                        "capacity": field(st.integers(-2, 200_000)), "running": field(st.lists(id_s, max_size=3)),
+                        "capacity": field(st.integers(-2, 200_000)), "prefetch": field(st.integers(-2, 200_000)),
+                        "running": field(st.lists(id_s, max_size=3)),
                         "max_body": field(st.integers(0, 2 ** 40))})
 outcome_map = maybe_map({"id": id_s, "result": values, "error": values, "data": values, "retry": values})
 
