@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--broker-key", default=None, help="tcp: the broker's broker.key (default $ORCHFLOW_BROKER_KEY)")
     ap.add_argument("--name", default=None)
     ap.add_argument("--capacity", type=int, default=1)
+    ap.add_argument("--prefetch", type=int, default=0,
+                    help="tasks held queued beyond capacity (default 0: shell commands are long, and a queued "
+                         "one should go to whichever agent frees up first)")
     ap.add_argument("--kinds", default="sys.noop,sys.echo,sys.sleep,sys.spin,sys.fail,shell",
                     help=f"comma-separated, from: {', '.join(BUILTINS)}")
     ap.add_argument("--heartbeat", type=float, default=1.0)
@@ -32,8 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     curve = None
     if args.key:
         curve = CurveCredentials.from_files(args.key, args.broker_key or os.environ.get("ORCHFLOW_BROKER_KEY", ""))
-    agent = Agent(args.endpoint, name=args.name, capacity=args.capacity, heartbeat_interval=args.heartbeat,
-                  curve=curve)
+    agent = Agent(args.endpoint, name=args.name, capacity=args.capacity, prefetch=args.prefetch,
+                  heartbeat_interval=args.heartbeat, curve=curve)
     add_builtins(agent, [k for k in args.kinds.split(",") if k])
     stop = None
     if args.memory:

@@ -151,6 +151,7 @@ class Broker:
         self._dirty: set[str] = set()
         self._acks: dict[bytes, list[str]] = {}
         self._results: dict[bytes, list[dict]] = {}
+        self._early_results: dict[bytes, list[dict]] = {}  # for call()ers: sent before the commit
         self._errors: list[tuple[zmq.Socket, bytes, dict]] = []
         self._assign: dict[bytes, list[dict]] = {}
         self._stop = threading.Event()
@@ -461,8 +462,10 @@ class Broker:
                 continue
             task = self._accept(spec, task_id, who.name)
             task.watchers.append(identity)
-            if spec.ack:  # ack=false: the caller waits for the RESULT, which follows the same commit
+            if spec.ack:
                 acks.append(task_id)
+            else:  # ack=false (call): the RESULT is the answer, and it need not wait for a commit
+                task.caller = identity
 
     def _journaled_final(self, task_id: str) -> Task | None:
         """A task that finished before a restart (or left ``recent``): a resubmitted
@@ -922,7 +925,10 @@ class Broker:
         self.journal.write(task)
         outcome = task.outcome()
         for watcher in task.watchers:
-            self._results.setdefault(watcher, []).append(outcome)
+            # The caller of call() holds the result before it is journaled (PROTOCOL 4.2);
+            # everyone else hears after the commit.
+            results = self._early_results if watcher == task.caller else self._results
+            results.setdefault(watcher, []).append(outcome)
         self._publish("task." + state, task, error=error)
         if "/" in task.id:  # possibly a workflow step
             self.workflow_engine.on_task_final(task)
@@ -1083,7 +1089,10 @@ class Broker:
             assign, self._assign = self._assign, {}
             for identity, batch in assign.items():
                 self._send_assignments(self.agents[identity], batch, now_m)
-        # Durability before any word to a client: group commit, then acks and results.
+        if self._early_results:
+            early, self._early_results = self._early_results, {}
+            self._send_results(early)
+        # Durability before any other word to a client: group commit, then acks and results.
         self.journal.commit()
         if self.outcomes is not None:
             self.outcomes.flush()
@@ -1098,12 +1107,7 @@ class Broker:
                     self._send(self.frontend, identity, P.client_message(Command.ACCEPTED, ids))
             self._acks.clear()
         if self._results:
-            result = P.command_byte(Command.RESULT)
-            for identity, outcomes in self._results.items():
-                if outcomes:  # cut under the client's limit: 4 results of 5 MB are 2 messages, not 1 dropped
-                    bodies, alone = P.batches_under(outcomes, P.MAX_BODY)
-                    for body in bodies + [P.pack([o]) for o, _ in alone]:
-                        self._send(self.frontend, identity, [P.CLIENT, result, body])
+            self._send_results(self._results)
             self._results.clear()
         if self._managed:
             for identity, reply in self._managed:
@@ -1111,6 +1115,14 @@ class Broker:
                     del reply["ref"]
                 self._send(self.frontend, identity, P.client_message(Command.MANAGED, reply))
             self._managed.clear()
+
+    def _send_results(self, results: dict[bytes, list[dict]]) -> None:
+        result = P.command_byte(Command.RESULT)
+        for identity, outcomes in results.items():
+            if outcomes:  # cut under the client's limit: 4 results of 5 MB are 2 messages, not 1 dropped
+                bodies, alone = P.batches_under(outcomes, P.MAX_BODY)
+                for body in bodies + [P.pack([o]) for o, _ in alone]:
+                    self._send(self.frontend, identity, [P.CLIENT, result, body])
 
     def _send_assignments(self, agent: AgentRecord, batch: list[dict], now_m: float) -> None:
         """TASK messages cut under the agent's limit; an assignment too big for it alone

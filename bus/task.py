@@ -25,7 +25,7 @@ class Task:
     and attribute access fast on the dispatch path.
     """
 
-    __slots__ = _FIELDS + ("agent", "watchers", "seq")
+    __slots__ = _FIELDS + ("agent", "watchers", "seq", "caller")
 
     def __init__(self, task_id: str, kind: str, payload: Any, project: str, priority: int,
                  deadline: float | None, max_retries: int, submitted: float) -> None:
@@ -44,6 +44,7 @@ class Task:
         self.finished: float | None = None
         self.agent: bytes | None = None
         self.watchers: list[bytes] = []
+        self.caller: bytes | None = None  # submitted with ack=false (Client.call): its RESULT need not wait for a commit
         self.seq = 0
         self.parents: dict[str, Any] | None = None  # results of a workflow step's dependencies
         self.owner: str | None = None     # the identity that submitted it (its rights travel with it)

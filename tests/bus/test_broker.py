@@ -276,3 +276,46 @@ def test_prefetch_adds_to_an_agents_credit(swarm):
         assert c.status()["agents"][0]["prefetch"] == 2
         agent.send(P.Command.READY, {"name": "pre", "kinds": ["k"], "capacity": 1, "prefetch": -1})
         assert agent.expect(P.Command.ERROR)["code"] == "bad-field"
+
+
+def test_call_holds_its_result_before_the_final_commit(run_dir, procs):
+    """Issue #14: call() waited for an fsync that protected nothing it needed.  The
+    journal here blocks every commit that holds a finished task: the caller of call()
+    has its result while that commit is still blocked; a submit()ter hears after it."""
+    import threading
+
+    from bus import Broker, BrokerConfig
+    from bus.journal import MemoryJournal
+
+    class Gate(MemoryJournal):
+        def __init__(self) -> None:
+            super().__init__()
+            self.release = threading.Event()
+            self.blocked = threading.Event()
+
+        def commit(self) -> None:
+            if any(r["state"] == "done" for r in self._staged) and not self.release.is_set():
+                self.blocked.set()
+                self.release.wait(20)
+            super().commit()
+
+    journal = Gate()
+    broker = Broker(BrokerConfig.in_directory(str(procs.run_dir)), journal=journal)
+    loop = threading.Thread(target=broker.run, daemon=True)
+    loop.start()
+    try:
+        procs.agent("a", capacity=2)
+        procs.wait_agents(1)
+        with Client(procs.endpoints.frontend) as c:
+            assert c.call("sys.echo", 7, timeout=10) == 7
+            assert journal.blocked.is_set() and not journal.release.is_set()  # answered mid-commit
+            journal.blocked.clear()
+            waiting = c.submit("sys.echo", 8)
+            with pytest.raises(TimeoutError):
+                c.result(waiting, timeout=1.0)   # its RESULT waits for the blocked commit
+            journal.release.set()
+            assert c.result(waiting, timeout=10) == 8
+    finally:
+        journal.release.set()
+        broker.stop()
+        loop.join(10)
