@@ -376,22 +376,29 @@ class Client:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         next_fetch = time.monotonic() + REFETCH_INTERVAL
-        pending = [i for i in ids if i not in self._outcomes]
-        while pending:
-            unknown = [i for i in pending if i in self._unknown]
-            if unknown:
-                self._unknown.difference_update(unknown)
-                self._resubmit(unknown)
+        outcomes = self._outcomes
+        done = 0  # ids[:done] have their outcome: results mostly arrive in order, so this
+        while True:  # pointer walks the list once, instead of rescanning it after every read
+            while done < len(ids) and ids[done] in outcomes:
+                done += 1
+            if done == len(ids):
+                break
+            if self._unknown:
+                unknown = [i for i in ids[done:] if i in self._unknown]
+                if unknown:
+                    self._unknown.difference_update(unknown)
+                    self._resubmit(unknown)
             now = time.monotonic()
             if deadline is not None and now >= deadline:
-                raise TimeoutError(f"{len(pending)} of {len(ids)} tasks not finished within {timeout}s")
+                left = sum(1 for i in ids[done:] if i not in outcomes)
+                raise TimeoutError(f"{left} of {len(ids)} tasks not finished within {timeout}s")
             if now >= next_fetch:
+                pending = [i for i in ids[done:] if i not in outcomes]
                 for start in range(0, len(pending), 5000):
                     self._send(Command.FETCH, {"ids": pending[start:start + 5000]})
                 next_fetch = now + REFETCH_INTERVAL
             wake = next_fetch if deadline is None else min(next_fetch, deadline)
-            if self._pump(max(wake - now, 0.0)):
-                pending = [i for i in pending if i not in self._outcomes]
+            self._pump(max(wake - now, 0.0))
         return [self._outcomes.pop(i) for i in ids]
 
     def call(self, kind: str, payload: Any = None, timeout: float | None = None, **opts: Any) -> Any:
