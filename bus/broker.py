@@ -20,12 +20,13 @@ import secrets
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import zmq
 
 from . import protocol as P
+from .agent_record import AgentRecord
 from .auth import UNRESTRICTED_LOCAL, Gatekeeper, KeyRing, Principal
 from .endpoints import Endpoints
 from .errors import ProtocolError
@@ -73,33 +74,6 @@ class BrokerConfig:
         """ipc endpoints in one private directory: the default, loopback-only layout."""
         ep = Endpoints.in_directory(run_dir)
         return cls(frontend=ep.frontend, backend=ep.backend, events_in=ep.events_in, events_out=ep.events, **kw)
-
-
-@dataclass(eq=False)
-class AgentRecord:
-    identity: bytes
-    name: str
-    kinds: list[str]
-    capacity: int
-    inflight: dict[str, float] = field(default_factory=dict)  # task id -> when it was dispatched
-    expires: float = 0.0
-    last_sent: float = 0.0
-    joined: float = 0.0
-    completed: int = 0
-    max_body: int = P.MAX_BODY      # the largest TASK body it takes (READY ``max_body``, 1.1)
-    reports_running: bool = False   # its HEARTBEATs list what it runs: the dispatch lease (1.1)
-    principal: Principal = UNRESTRICTED_LOCAL  # whose key it connected with: what it may serve
-
-    @property
-    def assignee(self) -> str:
-        """How the journal names it: identity and agent name, stable across restarts."""
-        return f"{self.principal.name}/{self.name}"
-
-    prefetch: int = 0               # tasks it holds queued beyond capacity (READY ``prefetch``, 1.1)
-
-    @property
-    def free(self) -> int:
-        return self.capacity + self.prefetch - len(self.inflight)
 
 
 @dataclass
@@ -543,6 +517,23 @@ class Broker:
 
     def publish_event(self, topic: str, body: dict[str, Any]) -> None:
         self.events.publish(topic, body)
+
+    # (bus/workflow.py WorkflowHost: the rest of what the workflow engine may ask)
+
+    def queue_step(self, task: Task) -> None:
+        self.journal.write(task)
+        self._enqueue(task)
+        self._publish("task.queued", task)
+
+    def finish_task(self, task: Task, state: str, result: Any = None, error: str | None = None) -> None:
+        self._finish(task, state, result=result, error=error)
+
+    def free_credit(self, kinds: set[str]) -> int:
+        agents = {a.identity: a for k in kinds for a in self.by_kind.get(k, ())}
+        return sum(max(a.free, 0) for a in agents.values())
+
+    def count(self, counter: str) -> None:
+        setattr(self.counters, counter, getattr(self.counters, counter) + 1)
 
     def _accept(self, spec: P.TaskSpec, task_id: str, owner: str | None) -> Task:
         task = Task.from_spec(spec, task_id, time.time())

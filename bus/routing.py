@@ -10,7 +10,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, Sequence
 
 if TYPE_CHECKING:
-    from .broker import AgentRecord
+    from .agent_record import AgentRecord
     from .task import Task
 
 

@@ -16,14 +16,32 @@ credit on agents able to run them (no queue built up behind busy agents).
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from . import retry as retry_policy
 from .protocol import State, StepSpec, TaskSpec, WorkflowSpec
+from .journal import Journal
 from .task import Task
 
-if TYPE_CHECKING:
-    from .broker import Broker
+
+class WorkflowHost(Protocol):
+    """What the workflow engine needs of the broker: a narrow interface, none of its
+    internals, so the two never import each other."""
+
+    tasks: dict[str, Task]
+    journal: Journal
+
+    def queue_step(self, task: Task) -> None:
+        """Journal a step's task, queue it, publish task.queued."""
+
+    def finish_task(self, task: Task, state: str, result: Any = None, error: str | None = None) -> None: ...
+
+    def free_credit(self, kinds: set[str]) -> int:
+        """Credit left across the agents serving any of ``kinds``."""
+
+    def count(self, counter: str) -> None: ...
+
+    def publish_event(self, topic: str, body: dict[str, Any]) -> None: ...
 
 PENDING, ACTIVE = "pending", "active"
 WORKFLOW_KIND = "workflow"
@@ -74,8 +92,8 @@ class Workflow:
 class WorkflowEngine:
     """The broker's part that creates, advances, finishes and restores workflows."""
 
-    def __init__(self, broker: "Broker") -> None:
-        self.broker = broker
+    def __init__(self, host: WorkflowHost) -> None:
+        self.host = host
         self.workflows: dict[str, Workflow] = {}
         self.step_of: dict[str, tuple[Workflow, str]] = {}
 
@@ -86,23 +104,22 @@ class WorkflowEngine:
         record.watchers.append(identity)
         wf = Workflow(spec, record)
         self.workflows[wf_id] = wf
-        self.broker.tasks[wf_id] = record
-        self.broker.counters.workflows += 1
-        self.broker.events.publish("workflow.started", {"id": wf_id, "strategy": spec.strategy,
+        self.host.tasks[wf_id] = record
+        self.host.count("workflows")
+        self.host.publish_event("workflow.started", {"id": wf_id, "strategy": spec.strategy,
                                                          "steps": len(spec.order), "project": spec.project})
         self.advance(wf)
         return wf
 
     def _save(self, wf: Workflow) -> None:
         wf.record.payload = wf.snapshot()
-        self.broker.journal.write(wf.record)
+        self.host.journal.write(wf.record)
 
     def _step_event(self, wf: Workflow, name: str, state: str, **extra: Any) -> None:
-        self.broker.events.publish("workflow.step", {"id": wf.record.id, "step": name, "state": state, **extra})
+        self.host.publish_event("workflow.step", {"id": wf.record.id, "step": name, "state": state, **extra})
 
     def _capacity_for(self, kinds: set[str]) -> int:
-        agents = {a.identity: a for k in kinds for a in self.broker.by_kind.get(k, ())}
-        return sum(max(a.free, 0) for a in agents.values())
+        return self.host.free_credit(kinds)
 
     def advance(self, wf: Workflow) -> None:
         """Fail steps whose dependencies failed, start ready steps per the strategy, finish if all final."""
@@ -145,9 +162,7 @@ class WorkflowEngine:
         wf.state[name] = ACTIVE
         wf.task_of[name] = task_id
         self.step_of[task_id] = (wf, name)
-        self.broker.journal.write(task)
-        self.broker._enqueue(task)
-        self.broker._publish("task.queued", task)
+        self.host.queue_step(task)
         self._step_event(wf, name, "started", task=task_id)
 
     def on_task_final(self, task: Task) -> None:
@@ -175,22 +190,22 @@ class WorkflowEngine:
             if state == PENDING:
                 wf.state[name] = State.CANCELLED
             elif state == ACTIVE:
-                task = self.broker.tasks.get(wf.task_of.get(name, ""))
+                task = self.host.tasks.get(wf.task_of.get(name, ""))
                 if task is not None:
-                    self.broker._finish(task, State.CANCELLED, error="workflow cancelled")
+                    self.host.finish_task(task, State.CANCELLED, error="workflow cancelled")
 
     def _finish(self, wf: Workflow) -> None:
         self.workflows.pop(wf.record.id, None)
         wf.record.payload = wf.snapshot()
         failed = [n for n in wf.spec.order if wf.state[n] != State.DONE]
         if not failed:
-            self.broker._finish(wf.record, State.DONE, result=dict(wf.results))
+            self.host.finish_task(wf.record, State.DONE, result=dict(wf.results))
         else:
             state = State.CANCELLED if all(wf.state[n] == State.CANCELLED for n in failed) else State.FAILED
             first = next((n for n in failed if wf.state[n] != State.CANCELLED), failed[0])
-            self.broker._finish(wf.record, state, result=dict(wf.results),
+            self.host.finish_task(wf.record, state, result=dict(wf.results),
                                 error=f"step {first!r} {wf.state[first]}: {wf.errors.get(first, '')}")
-        self.broker.events.publish(f"workflow.{wf.record.state}", {"id": wf.record.id, "steps": dict(wf.state)})
+        self.host.publish_event(f"workflow.{wf.record.state}", {"id": wf.record.id, "steps": dict(wf.state)})
 
     def forget(self, wf_id: str) -> None:
         """Drop a workflow whose restore failed part way (its record is quarantined)."""
@@ -203,16 +218,16 @@ class WorkflowEngine:
         wf = Workflow.restore(record)
         record.state = State.RUNNING
         self.workflows[record.id] = wf
-        self.broker.tasks[record.id] = record
+        self.host.tasks[record.id] = record
         for name, state in wf.state.items():
             if state != ACTIVE:
                 continue
             task_id = wf.task_of[name]
-            live = self.broker.tasks.get(task_id)
+            live = self.host.tasks.get(task_id)
             if live is not None:  # replayed and queued again
                 self.step_of[task_id] = (wf, name)
                 continue
-            rec = self.broker.journal.lookup(task_id)
+            rec = self.host.journal.lookup(task_id)
             if rec is not None and rec.get("state") in State.FINAL:
                 self.step_of[task_id] = (wf, name)
                 self.on_task_final(Task.from_record(rec))

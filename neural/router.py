@@ -20,7 +20,8 @@ from bus.outcomes import payload_features
 from bus.routing import LeastLoaded, Router
 
 if TYPE_CHECKING:
-    from bus.broker import AgentRecord, Broker
+    from bus.agent_record import AgentRecord
+    from bus.broker import Broker
     from bus.task import Task
 
     from .network import Network

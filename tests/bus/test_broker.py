@@ -308,7 +308,8 @@ def test_call_holds_its_result_before_the_final_commit(run_dir, procs):
         procs.wait_agents(1)
         with Client(procs.endpoints.frontend) as c:
             assert c.call("sys.echo", 7, timeout=10) == 7
-            assert journal.blocked.is_set() and not journal.release.is_set()  # answered mid-commit
+            # The commit of its final state cannot end before release: the result came first.
+            assert journal.blocked.wait(10) and not journal.release.is_set()
             journal.blocked.clear()
             waiting = c.submit("sys.echo", 8)
             with pytest.raises(TimeoutError):
