@@ -188,6 +188,9 @@ class Agent:
         if not self._handlers and not self._batch_handlers:
             raise AgentError("an agent needs at least one handler")
         self._pool = ThreadPoolExecutor(max_workers=self.capacity, thread_name_prefix=f"{self.name}-worker")
+        kinds = self.kinds
+        log.info("%s: serving %d kinds (%s%s), capacity %d, prefetch %d, at %s", self.name, len(kinds),
+                 ", ".join(kinds[:6]), ", ..." if len(kinds) > 6 else "", self.capacity, self.prefetch, self.endpoint)
         if any(r.is_async for r in self._handlers.values()):
             import asyncio  # lazily: importing asyncio costs each agent process ~8 MB of RSS
             self._aloop = asyncio.new_event_loop()
@@ -243,6 +246,8 @@ class Agent:
                     break
                 self._send(sock, Command.READY, self._ready_body(0))  # no new work
                 drain_deadline = time.monotonic() + self.drain_timeout
+                log.info("%s: stopping; draining %d running tasks (at most %.0fs)", self.name, len(self._running),
+                         self.drain_timeout)
             if drain_deadline is not None and (not self._running or time.monotonic() > drain_deadline):
                 self._flush(sock)
                 break
@@ -270,6 +275,7 @@ class Agent:
                 poller.register(sock, zmq.POLLIN)
                 last_heard = time.monotonic()
         self._send(sock, Command.DISCONNECT)
+        log.info("%s: stopped after %d tasks", self.name, self.completed)
 
     def _drain_broker(self, sock: zmq.Socket) -> None:
         for _ in range(256):
@@ -478,6 +484,9 @@ class Agent:
                                                                  f"the {P.MAX_BODY}-byte message limit"})
         if self._failed:
             failed, self._failed = self._failed, []
+            # ids only: an error text may quote the payload, and payloads never reach the logs
+            log.info("%s: %d tasks failed: %s%s", self.name, len(failed), ", ".join(str(e["id"]) for e in failed[:5]),
+                     " ..." if len(failed) > 5 else "")
             try:
                 bodies, oversize = P.batches_under(failed, P.MAX_BODY)
             except (TypeError, ValueError):  # a TaskError result that does not pack

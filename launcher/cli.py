@@ -154,6 +154,10 @@ def main(argv: list[str] | None = None) -> int:
                                  neural_workers=conf["neural_workers"], tcp=conf["tcp"], heartbeat=conf["heartbeat"],
                                  result_ttl=conf["result_ttl"], unserved_grace=conf["unserved_grace"],
                                  verify_stores=not args.no_verify))
+    # Before start(): a stop that comes as soon as the state file says ready (a script's
+    # `orchflow-launch --detach; ...; orchflow-launch stop`) must drain the agents, not
+    # find a launcher whose SIGTERM still kills it on the spot.
+    sup.install_signal_handlers()
     try:
         t = time.monotonic()
         sup.start()
@@ -170,13 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         if tcp:
             print(f"  keys:     {home / 'keys'} (orchflow keys list)")
         print(f"  state:    {sup.config.state_file}\n  logs:     {home / 'logs'}")
-        if args.demo:
+        if args.demo:  # a short run: Ctrl-C interrupts it at once
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             from .demo import run_demo
             ok = run_demo(ep, conf["agents"])
             print("\ndemo finished: " + ("all steps succeeded" if ok else "SOME STEPS FAILED"))
             return 0 if ok else 1
         print("stop with Ctrl-C or: orchflow-launch stop")
-        sup.install_signal_handlers()
         sup.supervise()
         return 0
     finally:

@@ -25,6 +25,7 @@ concurrent single-sample requests cheap.
 from __future__ import annotations
 
 import argparse
+import logging
 import time
 from collections import OrderedDict
 from typing import Any
@@ -41,6 +42,7 @@ from .errors import NeuralError
 from .network import BATCH, INCREMENTAL, QUICKPROP, RPROP, SARPROP, Network
 
 NS = "neural"          # the swarm's own models (project "orchflow"), the routing model among them
+log = logging.getLogger("orchflow.neural")
 SYSTEM_PROJECT = "orchflow"
 SHARED_PROJECT = "shared"
 
@@ -208,6 +210,7 @@ class NeuralWorker:
             net.set_activation(chosen["activation"], layer=layer)
         net.set_activation(chosen["output_activation"], layer=hidden + 1)
         version = self.registry.scoped(ctx.project).save(payload.get("name"), net, {"created": layers})
+        log.info("created %s/%s v%d, layers %s", ctx.project, payload["name"], version, layers)
         return {"name": payload["name"], "version": version, "inputs": net.num_input, "outputs": net.num_output,
                 "layers": layers}
 
@@ -292,6 +295,8 @@ class NeuralWorker:
         meta = {"mse": mse, "trained_from": version, "samples": data.num_data,
                 "seconds": round(time.monotonic() - started, 3), "project": ctx.project}
         new_version = self.registry.scoped(ctx.project).save(payload["name"], net, meta)  # never into shared
+        log.info("trained %s/%s v%d from v%d: %d epochs, MSE %.3g, %.2fs", ctx.project, payload["name"],
+                 new_version, version, last["epoch"], mse, meta["seconds"])
         result = {"name": payload["name"], "version": new_version, "mse": mse, "epochs": epochs,
                   "hidden_layers": len(net.layers) - 1}
         warning = training_warning(first_mse[0] if first_mse else mse, mse, desired)
