@@ -186,13 +186,16 @@ class WorkflowEngine:
         self.advance(wf)
 
     def cancel(self, wf: Workflow) -> None:
+        """Pending steps first, then the running ones: cancelling a running step advances
+        the workflow at once, and a dependent still pending then would fail ('dependency
+        cancelled') and turn the whole workflow 'failed' depending on step order."""
         for name, state in wf.state.items():
             if state == PENDING:
                 wf.state[name] = State.CANCELLED
-            elif state == ACTIVE:
-                task = self.host.tasks.get(wf.task_of.get(name, ""))
-                if task is not None:
-                    self.host.finish_task(task, State.CANCELLED, error="workflow cancelled")
+        for name in [n for n, state in wf.state.items() if state == ACTIVE]:
+            task = self.host.tasks.get(wf.task_of.get(name, ""))
+            if task is not None:
+                self.host.finish_task(task, State.CANCELLED, error="workflow cancelled")
 
     def _finish(self, wf: Workflow) -> None:
         self.workflows.pop(wf.record.id, None)

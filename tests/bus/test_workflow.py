@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -110,3 +111,23 @@ def test_workflow_resumes_after_broker_kill(procs, run_dir):
         result = c.result(wf, timeout=60)
     assert set(result) == {"a", "b0", "b1", "b2", "c"}
     assert set(result["c"]["parents"]) == {"b0", "b1", "b2"}
+
+
+def test_cancelling_a_workflow_with_a_running_step_and_a_dependent_ends_cancelled(swarm):
+    """Issue #16: CANCEL of a workflow whose running step had a dependent ended 'failed'
+    ("dependency 'slow' cancelled"), while a one-step workflow ended 'cancelled'."""
+    start_agents(swarm, count=1)
+    with Client(swarm.endpoints.frontend, ack_timeout=5) as c, c.subscribe("workflow.") as sub:
+        assert sub.wait_live(swarm.endpoints.events_in)
+        wf = c.submit_workflow([step("slow", sleep=30), step("after", ["slow"])])
+        deadline = time.monotonic() + 10
+        while c.status([wf])["workflows"][wf]["steps"]["slow"] != "active" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        c.cancel(wf)
+        outcome = c.outcome(wf, timeout=10)
+        assert outcome["state"] == "cancelled", outcome
+        topics = []
+        while (event := sub.recv(timeout=1.0)) is not None:
+            if event[1].get("id") == wf:
+                topics.append(event[0])
+        assert "workflow.cancelled" in topics and "workflow.failed" not in topics
