@@ -364,7 +364,7 @@ def available(system: str) -> str | None:
     try:
         __import__(module)
     except ImportError:
-        return f"not installed (pip install '.[peers]')"
+        return "not installed (pip install '.[peers]')"
     if system in ("celery", "dramatiq", "rq") and shutil.which("redis-server") is None:
         return "redis-server not installed (apt-get install redis-server)"
     return None

@@ -191,7 +191,6 @@ class Broker:
         down, which is what a crash here would do on every restart."""
         requeued = 0
         workflows = []
-        self.final_ids: set[str] = set()
         for rec in self.journal.replay():
             try:
                 task = restored_task(rec)

@@ -43,7 +43,6 @@ MAX_BODY = 16 * 1024 * 1024
 MAX_FRAME = 256 * 1024 * 1024
 
 PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 9, 5
-DEFAULT_MAX_RETRIES = 3
 # Limits are in UTF-8 *bytes*: ids become LMDB keys (511 bytes at most), and a step's
 # task id is ``<workflow>/<step>#<run>``, so a workflow id plus a step name plus the
 # run suffix still fits under MAX_ID_BYTES.
