@@ -439,23 +439,6 @@ class Agent:
             self._futures.pop(task_id, None)
             self._failed.append({"id": task_id, "error": "cancelled"})
 
-    def _packable(self, done: list[dict]) -> list[bytes]:
-        """DONE bodies for the entries that pack; the others fail (not serializable,
-        or nested past msgpack's limit)."""
-        bodies = []
-        for entry in done:
-            try:
-                packed = P.pack([entry])
-            except (TypeError, ValueError) as exc:
-                self._failed.append({"id": entry["id"], "error": f"result is not serializable: {exc}"})
-                continue
-            if len(packed) > P.MAX_BODY:
-                self._failed.append({"id": entry["id"], "error": f"too-large: result of {len(packed)} bytes "
-                                                                 f"exceeds the {P.MAX_BODY}-byte message limit"})
-            else:
-                bodies.append(packed)
-        return bodies
-
     def _send_packed(self, sock: zmq.Socket, command: Command, body: bytes) -> None:
         try:
             P.send(sock, [P.AGENT, P.command_byte(command), body])
@@ -473,29 +456,45 @@ class Agent:
                                                     for p in progress])
         if self._done:
             done, self._done = self._done, []
-            try:
-                bodies, oversize = P.batches_under(done, P.MAX_BODY)
-            except (TypeError, ValueError):
-                bodies, oversize = self._packable(done), []
+            bodies, unsendable = _bodies(done)
             for body in bodies:
                 self._send_packed(sock, Command.DONE, body)
-            for entry, size in oversize:  # a result no client could receive fails, with the reason
-                self._failed.append({"id": entry["id"], "error": f"too-large: result of {size} bytes exceeds "
-                                                                 f"the {P.MAX_BODY}-byte message limit"})
+            for entry, why in unsendable:  # a result no client could receive fails, with the reason
+                self._failed.append({"id": entry["id"], "error": f"result {why}"})
         if self._failed:
             failed, self._failed = self._failed, []
             # ids only: an error text may quote the payload, and payloads never reach the logs
             log.info("%s: %d tasks failed: %s%s", self.name, len(failed), ", ".join(str(e["id"]) for e in failed[:5]),
                      " ..." if len(failed) > 5 else "")
-            try:
-                bodies, oversize = P.batches_under(failed, P.MAX_BODY)
-            except (TypeError, ValueError):  # a TaskError result that does not pack
-                bodies, oversize = [], [(entry, 0) for entry in failed]
+            bodies, unsendable = _bodies(failed)
             for body in bodies:
                 self._send_packed(sock, Command.FAILED, body)
-            for entry, size in oversize:  # keep the reason, drop the data no client could receive
-                note = f"too-large: failure data of {size} bytes dropped" if size else "failure data not serializable"
-                self._send(sock, Command.FAILED, [{"id": entry["id"], "error": f"{P.describe_error(entry.get('error'))} ({note})"}])
+            for entry, why in unsendable:  # keep the reason, drop the data no client could receive
+                self._send(sock, Command.FAILED, [{"id": entry["id"], "error": f"{P.describe_error(entry.get('error'))} "
+                                                                               f"(failure data dropped: {why})"}])
+
+
+def _bodies(entries: list[dict]) -> tuple[list[bytes], list[tuple[dict, str]]]:
+    """DONE/FAILED bodies under the message limit, and the entries that cannot be sent
+    with why: too large, or not serializable (only those: the rest still go)."""
+    try:
+        bodies, oversize = P.batches_under(entries, P.MAX_BODY)
+        return bodies, [(entry, f"too-large: {size} bytes exceed the {P.MAX_BODY}-byte message limit")
+                        for entry, size in oversize]
+    except (TypeError, ValueError):  # some entry does not pack: find which, one by one
+        pass
+    bodies, unsendable = [], []
+    for entry in entries:
+        try:
+            packed = P.pack([entry])
+        except (TypeError, ValueError) as exc:
+            unsendable.append((entry, f"is not serializable: {exc}"))
+            continue
+        if len(packed) > P.MAX_BODY:
+            unsendable.append((entry, f"too-large: {len(packed)} bytes exceed the {P.MAX_BODY}-byte message limit"))
+        else:
+            bodies.append(packed)
+    return bodies, unsendable
 
 
 def _packs(value: Any) -> bool:

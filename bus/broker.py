@@ -266,7 +266,7 @@ class Broker:
                     self._expire(time.time())
                 if self._delayed:
                     self._release_due(time.time())
-                if self.scheduler.schedules and (self.scheduler.next_due() or math.inf) <= time.time():
+                if self.scheduler.next_due() <= time.time():
                     self.scheduler.fire_due()
                 if now_m >= next_tick:
                     if self.keyring is not None:
@@ -326,7 +326,7 @@ class Broker:
         """When the loop must wake next for a deadline or a delayed task coming due."""
         due = min(self._deadlines[0][0] if self._deadlines else math.inf,
                   self._delayed[0][0] if self._delayed else math.inf,
-                  self.scheduler.next_due() or math.inf)
+                  self.scheduler.next_due())
         if due == math.inf:
             return now_m + 3600
         return now_m + max(0.0, due - time.time())
@@ -339,11 +339,7 @@ class Broker:
             if task_id not in self._waiting or task is None or task.not_before is None or task.not_before > now:
                 continue  # finished meanwhile, or held again for later (it has another entry)
             self._waiting.discard(task_id)
-            queue = self.queues.get(task.kind)
-            if queue is None:
-                queue = self.queues[task.kind] = KindQueue()
-            queue.push(task, front=task.attempts > 0)  # a retry keeps its place at the front
-            self._dirty.add(task.kind)
+            self._push(task, front=task.attempts > 0)  # a retry keeps its place at the front
 
     # ------------------------------------------------------------------ clients
 
@@ -367,8 +363,10 @@ class Broker:
                 self._on_workflow(identity, body, who)
             elif command is Command.MANAGE:
                 op, request = P.parse_manage(body)
-                self._managed.append((identity, {"op": op, "ref": P.manage_ref(request),
-                                                 "result": self.manager.handle(op, request, who)}))
+                reply = {"op": op, "result": self.manager.handle(op, request, who)}
+                if (ref := P.manage_ref(request)) is not None:
+                    reply["ref"] = ref
+                self._managed.append((identity, reply))
         except ProtocolError as exc:
             if exc.code != "forbidden":
                 self.counters.malformed_frontend += 1
@@ -477,13 +475,16 @@ class Broker:
             self._waiting.add(task.id)
             heapq.heappush(self._delayed, (task.not_before, next(self._seq), task.id))
         else:
-            queue = self.queues.get(task.kind)
-            if queue is None:
-                queue = self.queues[task.kind] = KindQueue()
-            queue.push(task, front)
-            self._dirty.add(task.kind)
+            self._push(task, front)
         if task.deadline is not None and not front:
             heapq.heappush(self._deadlines, (task.deadline, next(self._seq), task.id))
+
+    def _push(self, task: Task, front: bool) -> None:
+        queue = self.queues.get(task.kind)
+        if queue is None:
+            queue = self.queues[task.kind] = KindQueue()
+        queue.push(task, front)
+        self._dirty.add(task.kind)
 
     # ------------------------------------------------------------------ for MANAGE and schedules
     # (bus/manage.py ManageHost, bus/schedules.py ScheduleHost: what they may ask of us)
@@ -520,9 +521,7 @@ class Broker:
     # (bus/workflow.py WorkflowHost: the rest of what the workflow engine may ask)
 
     def queue_step(self, task: Task) -> None:
-        self.journal.write(task)
-        self._enqueue(task)
-        self._publish("task.queued", task)
+        self._queue_new(task)
 
     def finish_task(self, task: Task, state: str, result: Any = None, error: str | None = None) -> None:
         self._finish(task, state, result=result, error=error)
@@ -538,10 +537,13 @@ class Broker:
         task = Task.from_spec(spec, task_id, time.time())
         task.owner = owner
         self.counters.submitted += 1
+        self._queue_new(task)
+        return task
+
+    def _queue_new(self, task: Task) -> None:
         self.journal.write(task)
         self._enqueue(task)
         self._publish("task.queued", task)
-        return task
 
     def _on_cancel(self, identity: bytes, ids: list[str], who: Principal) -> None:
         unknown, forbidden = [], []
@@ -1101,8 +1103,6 @@ class Broker:
             self._results.clear()
         if self._managed:
             for identity, reply in self._managed:
-                if reply["ref"] is None:
-                    del reply["ref"]
                 self._send(self.frontend, identity, P.client_message(Command.MANAGED, reply))
             self._managed.clear()
 

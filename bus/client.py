@@ -285,22 +285,29 @@ class Client:
         pending = list(unacked) if ids is None else [i for i in ids if i in unacked]
         limit = None if timeout is None else time.monotonic() + timeout
         quiet_since, resent = time.monotonic(), False
-        while pending:
-            self._raise_rejected(pending)
+        done = 0  # pending[:done] are acknowledged: acks come mostly in order, so this pointer
+        while True:  # walks the list once instead of rescanning it after every read
+            while done < len(pending) and pending[done] not in unacked:
+                done += 1
+            if done == len(pending):
+                return
+            if self._rejected:
+                self._raise_rejected(pending[done:])
             now = time.monotonic()
-            if limit is not None and now >= limit:
-                raise BrokerUnavailable(f"{len(pending)} submissions not acknowledged within {timeout:.1f}s")
-            if now - quiet_since >= self.ack_timeout:
+            expired = limit is not None and now >= limit
+            if expired or now - quiet_since >= self.ack_timeout:
+                left = [i for i in pending[done:] if i in unacked]
+                if expired:
+                    raise BrokerUnavailable(f"{len(left)} submissions not acknowledged within {timeout:.1f}s")
                 if resent:
                     self._reset()
-                    raise BrokerUnavailable(f"no broker acknowledged {len(pending)} submissions at "
+                    raise BrokerUnavailable(f"no broker acknowledged {len(left)} submissions at "
                                             f"{self.endpoint} within {self.ack_timeout:.1f}s")
-                self._resend([i for i in pending if i in unacked])
+                self._resend(left)
                 quiet_since, resent = now, True
-            before = len(pending)
+            before = len(unacked)
             self._pump(min(0.05, self.ack_timeout))
-            pending = [i for i in pending if i in unacked]
-            if len(pending) < before:
+            if len(unacked) < before:  # the broker is answering
                 quiet_since, resent = time.monotonic(), False
 
     def _raise_rejected(self, pending: list[str]) -> None:

@@ -14,6 +14,7 @@ use); they are evaluated in the broker's local time zone, as cron does.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -100,6 +101,7 @@ class Scheduler:
         self.host = host
         self.clock = clock
         self.schedules: dict[str, Schedule] = {}
+        self._next_due: float | None = None  # next_due()'s cache; None: compute again
         for key, value in journal.read_meta(META_PREFIX).items():
             try:
                 sched = Schedule(**value)
@@ -125,6 +127,7 @@ class Scheduler:
         sched = Schedule(name, project, cron, kind, body.get("payload"), priority, policy.to_field(), owner,
                          next_at=next_tick(cron, self.clock()))
         self.schedules[key] = sched
+        self._next_due = None
         self.journal.write_meta(key, asdict(sched))
         self.host.publish_event("schedule.added", {"name": name, "project": project, "cron": cron,
                                                    "next_at": sched.next_at})
@@ -134,6 +137,7 @@ class Scheduler:
         sched = self.schedules.pop(f"{META_PREFIX}{project}\0{name}", None)
         if sched is None:
             return False
+        self._next_due = None
         self.journal.write_meta(sched.key, None)
         self.host.publish_event("schedule.removed", {"name": name, "project": project})
         return True
@@ -143,8 +147,13 @@ class Scheduler:
 
     # ------------------------------------------------------------------ ticking
 
-    def next_due(self) -> float | None:
-        return min((s.next_at for s in self.schedules.values()), default=None)
+    def next_due(self) -> float:
+        """The earliest tick of any schedule (inf without schedules).  Cached: the broker
+        asks on every loop turn, and it changes only when schedules are added, removed
+        or fired."""
+        if self._next_due is None:
+            self._next_due = min((s.next_at for s in self.schedules.values()), default=math.inf)
+        return self._next_due
 
     def fire_due(self) -> int:
         """Submit the task of every tick that has come; returns how many fired."""
@@ -153,12 +162,11 @@ class Scheduler:
         for sched in list(self.schedules.values()):
             if sched.next_at > now:
                 continue
-            ticks = due_ticks(sched.cron, sched.next_at, now)
-            for tick in ticks:
+            policy = retry_policy.from_field(sched.retry, retry_policy.DEFAULT_MAX)
+            for tick in due_ticks(sched.cron, sched.next_at, now):
                 task_id = f"{sched.name}@{tick:.0f}"
                 spec = TaskSpec(task_id, sched.kind, sched.payload, sched.project, sched.priority, None,
-                                retry_policy.from_field(sched.retry, retry_policy.DEFAULT_MAX).max,
-                                True, retry_policy.from_field(sched.retry, retry_policy.DEFAULT_MAX))
+                                policy.max, True, policy)
                 if self.host.submit_scheduled(spec, task_id, sched.owner):
                     sched.fired += 1
                     sched.last_task = task_id
@@ -166,5 +174,6 @@ class Scheduler:
                     self.host.publish_event("schedule.fired", {"name": sched.name, "project": sched.project,
                                                                "task": task_id, "tick": tick})
             sched.next_at = next_tick(sched.cron, now)
+            self._next_due = None
             self.journal.write_meta(sched.key, asdict(sched))  # same commit as the tasks above
         return fired

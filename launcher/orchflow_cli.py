@@ -79,13 +79,8 @@ def neural_command(c: Client, args: argparse.Namespace, events_in: str | None) -
         payload["algorithm"] = args.algorithm
     if args.cascade:
         payload["cascade_neurons"] = args.cascade
-    sub = c.subscribe("task.progress", *task_cli.FINAL_TOPICS)
-    try:
-        if events_in is not None:
-            sub.wait_live(events_in)
+    with task_cli.watching(c, events_in) as sub:
         result = outcome_value(task_cli.wait_for(c, c.submit("neural.train", payload), sub, None, quiet=args.json))
-    finally:
-        sub.close()
     if isinstance(result, dict) and result.get("warning"):
         print(f"orchflow: warning: {result['warning']}", file=sys.stderr)
     return result

@@ -13,7 +13,8 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from bus import protocol as P
 from bus.client import Client, Subscription
@@ -204,6 +205,19 @@ def wait_for(c: Client, task_id: str, sub: Subscription | None, timeout: float |
             raise StillRunning(task_id)
 
 
+@contextmanager
+def watching(c: Client, events_in: str | None) -> Iterator[Subscription]:
+    """A subscription to task progress and final events, live before anything is
+    submitted (``events_in``: the local swarm's, for Subscription.wait_live)."""
+    sub = c.subscribe("task.progress", *FINAL_TOPICS)
+    try:
+        if events_in is not None:
+            sub.wait_live(events_in)
+        yield sub
+    finally:
+        sub.close()
+
+
 def served_kinds(status: dict) -> dict[str, list[dict]]:
     """Kind -> the agents serving it, from a STATUS reply."""
     kinds: dict[str, list[dict]] = {}
@@ -230,14 +244,12 @@ def submit_command(c: Client, args: argparse.Namespace, events_in: str | None) -
         show({"id": task_id}, args.json)
         warn_if_unserved(c, args.kind)
         return exit_codes.DONE
-    sub = c.subscribe("task.progress", *FINAL_TOPICS)
     task_id = None
     try:
-        if events_in is not None:
-            sub.wait_live(events_in)
-        task_id = c.submit(args.kind, payload, **opts)
-        warn_if_unserved(c, args.kind, waiting=True)
-        return report_outcome(wait_for(c, task_id, sub, args.timeout, quiet=args.json), args.json)
+        with watching(c, events_in) as sub:
+            task_id = c.submit(args.kind, payload, **opts)
+            warn_if_unserved(c, args.kind, waiting=True)
+            return report_outcome(wait_for(c, task_id, sub, args.timeout, quiet=args.json), args.json)
     except StillRunning:
         show({"id": task_id, "state": "running"}, args.json)
         print(f"orchflow: task {task_id} still running after {args.timeout:g}s; "
@@ -253,8 +265,6 @@ def submit_command(c: Client, args: argparse.Namespace, events_in: str | None) -
             print(f"orchflow: interrupted; task {task_id} cancelled", file=sys.stderr)
         show({"id": task_id}, args.json)
         return exit_codes.INTERRUPTED
-    finally:
-        sub.close()
 
 
 def warn_if_unserved(c: Client, kind: str, waiting: bool = False) -> None:

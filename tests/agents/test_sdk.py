@@ -47,3 +47,18 @@ def test_sigterm_drains_running_work(third_party):
         proc.wait(10)
         assert proc.returncode == 0
         assert c.status()["counters"]["retried"] == 0
+
+
+def test_one_unsendable_outcome_does_not_take_the_others_data():
+    """A FAILED batch where one TaskError result cannot be packed: before, every entry of
+    the batch lost its data; now only that one does, with the reason."""
+    from bus import protocol as P
+    from agents.runtime import _bodies
+    entries = [{"id": "a", "error": "exit code 2", "result": {"exit_code": 2}},
+               {"id": "b", "error": "bad", "result": object()},
+               {"id": "c", "error": "big", "result": "x" * (P.MAX_BODY + 1)}]
+    bodies, unsendable = _bodies(entries)
+    sent = [e for body in bodies for e in P.unpack(body)]
+    assert sent == [entries[0]]
+    assert [(e["id"], why.split(":")[0]) for e, why in unsendable] == [("b", "is not serializable"),
+                                                                       ("c", "too-large")]
