@@ -15,8 +15,8 @@ __all__ = ["Activation", "BATCH", "FannFormatError", "INCREMENTAL", "Network", "
 
 # The rest loads on first use (PEP 562): the broker imports neural.router and should
 # not carry numpy (~12 MB) until a routing model exists.
-_LAZY = {"Activation": "activation", "TrainingData": "data", "Network": "network", "BATCH": "network",
-         "INCREMENTAL": "network", "QUICKPROP": "network", "RPROP": "network", "SARPROP": "network"}
+_LAZY = {"Activation": "activation", "TrainingData": "data", "Network": "network", "BATCH": "definitions",
+         "INCREMENTAL": "definitions", "QUICKPROP": "definitions", "RPROP": "definitions", "SARPROP": "definitions"}
 
 
 def __getattr__(name: str) -> _Any:

@@ -30,18 +30,51 @@ choices, at twice the epoch time; not done.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 import numpy as np
 
 from . import fannfile, kernels
 from .activation import SYMMETRIC, activate, derivative
 from .errors import NeuralError
-from .network import SARPROP, sarprop_cells
+from .definitions import QUICKPROP, RPROP, SARPROP, SHORTCUT
+from .training import sarprop_cells
 
 if TYPE_CHECKING:
     from .data import TrainingData
-    from .network import Network
+
+
+class Network(Protocol):
+    """What cascade training uses of a network: its public training interface
+    (neural/training.py) and its structure.  A protocol, so this module needs no import
+    of neural/network.py, which imports it for ``Network.cascade_train``."""
+    network_type: int
+    training_algorithm: int
+    sarprop_epoch: int
+    header: dict[str, Any]
+    layers: list[Any]
+    total: int
+    num_input: int
+    num_output: int
+    mse_value: np.float32
+    bit_fail: int
+
+    @property
+    def mse(self) -> float: ...
+    def run(self, x: Any) -> np.ndarray: ...
+    def to_fann(self) -> fannfile.FannFile: ...
+    def rebuild(self, ff: fannfile.FannFile) -> None: ...
+    def reset_training(self) -> None: ...
+    def check_data(self, data: "TrainingData") -> None: ...
+    def desired_error_reached(self, desired_error: float) -> bool: ...
+    def fann_rand(self, low: float, high: float) -> float: ...
+    @property
+    def glibc_rand(self) -> Any: ...
+    def sarprop_constants(self) -> tuple[float, ...]: ...
+    def apply_update(self, weights: list[np.ndarray], slopes: list[np.ndarray], prev_slopes: list[np.ndarray],
+                     steps: list[np.ndarray], num_data: int, masks: list[np.ndarray | None] | None = None) -> None: ...
+    def train_outputs_epoch(self, data: "TrainingData") -> float: ...
+    def nonoutput_values(self, X: np.ndarray) -> np.ndarray: ...
 
 _f32 = np.float32
 
@@ -52,18 +85,16 @@ def _f(x: float) -> float:
 
 def cascade_train(net: "Network", data: "TrainingData", max_neurons: int, desired_error: float = 0.0,
                   callback: Callable[[int, float, int], Any] | None = None) -> float:
-    from .network import QUICKPROP, RPROP, SHORTCUT
-
     if net.network_type != SHORTCUT:
         raise NeuralError("cascade training needs a shortcut network (Network.create_shortcut(inputs, outputs))")
     if net.training_algorithm not in (RPROP, QUICKPROP, SARPROP):
         raise NeuralError("cascade training supports the RPROP, Quickprop and SARPROP algorithms")
-    net._check_data(data)
+    net.check_data(data)
     for neurons in range(1, max_neurons + 1):
         train_outputs(net, data, desired_error)
         if callback is not None and callback(neurons - 1, net.mse, net.bit_fail) is False:
             break
-        if net._desired_error_reached(desired_error):
+        if net.desired_error_reached(desired_error):
             break
         candidates = Candidates(net)
         candidates.train(net, data)
@@ -82,13 +113,13 @@ def train_outputs(net: "Network", data: "TrainingData", desired_error: float) ->
     net.reset_training()  # fann_clear_train_arrays, which leaves the SARPROP epoch alone
     net.sarprop_epoch = epoch
     initial = _f32(net.train_outputs_epoch(data))
-    if net._desired_error_reached(desired_error):
+    if net.desired_error_reached(desired_error):
         return 1
     target, backslide = _f32(0.0), _f32(-1.0e20)
     stagnation = max_epochs
     for i in range(1, max_epochs):
         error = _f32(net.train_outputs_epoch(data))
-        if net._desired_error_reached(desired_error):
+        if net.desired_error_reached(desired_error):
             return i + 1
         improvement = _f32(initial - error)
         if ((target >= 0 and (improvement > target or improvement < backslide))
@@ -126,7 +157,7 @@ class Candidates:
         w = np.empty((n, k + net.num_output))
         for c in range(n):                           # fann_rand draws in libfann's order
             for i in range(k + net.num_output):
-                w[c, i] = net._fann_rand(-scale, scale) if i == bias_index else net._fann_rand(0.0, scale)
+                w[c, i] = net.fann_rand(-scale, scale) if i == bias_index else net.fann_rand(0.0, scale)
         self.w_in, self.w_out = w[:, :k].copy(), w[:, k:].copy()
         rprop = net.training_algorithm == 2
         step0 = _f(h["rprop_delta_zero"]) if rprop else 0.0
@@ -150,7 +181,7 @@ class Candidates:
         if net.training_algorithm == SARPROP:
             self._update_sarprop(net, in_slopes, out_slopes)
         else:
-            net._apply_update([self.w_in, self.w_out], [in_slopes, out_slopes], self.prev_slopes, self.steps,
+            net.apply_update([self.w_in, self.w_out], [in_slopes, out_slopes], self.prev_slopes, self.steps,
                               data.num_data)
         self.best = int(np.argmax(self.scores))  # first maximum, as libfann's strict '>' scan
         return float(self.scores[self.best])
@@ -168,7 +199,7 @@ class Candidates:
                 for j in range(n_out):
                     yield self.w_out, out_slopes, self.steps[1], self.prev_slopes[1], (c, j)
 
-        sarprop_cells(cells(), net.sarprop_constants(), net._rand)
+        sarprop_cells(cells(), net.sarprop_constants(), net.glibc_rand)
 
     def _slopes_numpy(self, net: "Network", V: np.ndarray, E: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sums = V @ self.w_in.T
@@ -237,4 +268,4 @@ def install(net: "Network", cand: Candidates) -> None:
     sizes = list(header["layer_sizes"])
     header["layer_sizes"] = sizes[:-1] + [1] + sizes[-1:]
     header["num_layers"] = len(header["layer_sizes"])
-    net._rebuild(fannfile.FannFile(header, neurons, connections, ff.scale))
+    net.rebuild(fannfile.FannFile(header, neurons, connections, ff.scale))

@@ -16,7 +16,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bus", "agents", "neural", "store", "launcher")
-KNOWN = {frozenset({"neural.network", "neural.cascade"})}
+KNOWN: set[frozenset[str]] = set()
 
 
 def import_graph() -> dict[str, set[str]]:
