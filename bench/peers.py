@@ -150,7 +150,7 @@ def run_orchflow(work: str, tasks: int, calls: int) -> dict[str, float]:
     env = dict(os.environ, ORCHFLOW_HOME=home, PYTHONPATH=str(ROOT))
     Path(work, "agent.py").write_text(AGENT)
     t0 = time.perf_counter()
-    launcher = subprocess.Popen([sys.executable, "-m", "launcher.cli"], env=env, stdout=subprocess.DEVNULL,
+    launcher = subprocess.Popen([sys.executable, "-m", "launcher.orchflow_launch"], env=env, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL, start_new_session=True)
     agents = [subprocess.Popen([sys.executable, os.path.join(work, "agent.py"), f"doubler{i}"], env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for i in range(WORKERS)]

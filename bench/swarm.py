@@ -59,7 +59,7 @@ def launch_and_measure(tmp: str) -> tuple[float, float, int]:
     env = dict(os.environ, ORCHFLOW_HOME=home)
     state_file = os.path.join(home, "run", "state.json")
     t = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "launcher.cli"], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.orchflow_launch"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True, start_new_session=True, cwd=ROOT)
     try:
         line = proc.stdout.readline()  # "orchflow swarm ready in X s" once every child registered

@@ -216,7 +216,7 @@ def connect(home: Path, args: argparse.Namespace) -> tuple[dict, CurveCredential
 def run(args: argparse.Namespace) -> int:
     home = Path(getattr(args, "home", None) or orchflow_home())
     if args.cmd == "stop":
-        from .cli import stop_swarm
+        from .orchflow_launch import stop_swarm
         return stop_swarm(home)
     if args.cmd == "keys":
         return keys_cli.run(home, args)

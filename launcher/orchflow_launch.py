@@ -82,7 +82,7 @@ def detach(home: Path, args: list[str]) -> int:
     (home / "logs").mkdir(parents=True, exist_ok=True)
     log_path = home / "logs" / "launcher.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "launcher.cli", *args], stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([sys.executable, "-m", "launcher.orchflow_launch", *args], stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL, start_new_session=True,
                                 env=dict(os.environ, ORCHFLOW_HOME=str(home)))
     deadline = time.monotonic() + 30

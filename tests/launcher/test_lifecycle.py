@@ -20,8 +20,8 @@ from launcher.supervisor import Child, Supervisor, SwarmConfig, pid_alive
 from store import Memory
 from store import env as E
 
-LAUNCH = [sys.executable, "-m", "launcher.cli"]
-CLI = [sys.executable, "-m", "launcher.orchflow_cli"]
+LAUNCH = [sys.executable, "-m", "launcher.orchflow_launch"]
+CLI = [sys.executable, "-m", "launcher.orchflow"]
 
 
 def run(args: list[str], home: str, timeout: float = 60) -> subprocess.CompletedProcess:
