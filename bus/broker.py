@@ -32,7 +32,10 @@ from .endpoints import Endpoints
 from .errors import ProtocolError
 from .events import DEFAULT_EVENT_HWM, EventProxy, EventPublisher
 from .journal import Journal, MemoryJournal
+from .lifecycle import Hooks, Middleware
 from .manage import Manager
+from . import middleware as standard_middleware
+from .middleware.outcomes import OutcomeRecording
 from .outcomes import OutcomeRecorder
 from .protocol import Command, State
 from .queue import KindQueue
@@ -104,7 +107,7 @@ class Counters:
 class Broker:
     def __init__(self, config: BrokerConfig, journal: Journal | None = None,
                  router: Router | None = None, ctx: zmq.Context | None = None,
-                 outcomes: "OutcomeRecorder | None" = None) -> None:
+                 outcomes: "OutcomeRecorder | None" = None, middleware: list[Middleware] | None = None) -> None:
         self.config = config
         self.journal = journal if journal is not None else MemoryJournal()  # an empty journal is falsy
         self.router = router if router is not None else LeastLoaded()
@@ -137,10 +140,14 @@ class Broker:
         self.scheduler = Scheduler(self.journal, self)
         self.manager = Manager(self, self.scheduler)
         self._managed: list[tuple[bytes, dict]] = []  # MANAGED replies, sent after the commit
-        self.outcomes = outcomes
-        self._dispatched: dict[str, tuple[float, str]] = {}  # task id -> (dispatch time, agent name)
-        self._trained_at_outcomes = 0
-        self._next_retrain = time.monotonic() + config.retrain_interval
+        # The features around a task's life (bus/lifecycle.py, bus/middleware/): events and
+        # the retry policy always; outcome records when learned routing has a store; then
+        # whatever the caller adds (metrics).
+        features = standard_middleware.standard()
+        if outcomes is not None:
+            features.append(OutcomeRecording(outcomes, config.retrain_interval, config.retrain_min_outcomes,
+                                             learns=getattr(self.router, "learns", False)))
+        self.hooks = Hooks(features + list(middleware or ()))
         self._fallback_router = LeastLoaded()
         self._told_to_register: dict[bytes, float] = {}  # identity -> when we last sent it DISCONNECT
         remote = config.frontend_tcp or config.backend_tcp or config.events_tcp
@@ -168,6 +175,7 @@ class Broker:
             from .remote_events import RemoteEvents
             self.remote_events = self.events.remote = RemoteEvents(self.ctx, cfg.events_tcp, self.gate,
                                                                    cfg.event_hwm)
+        self.hooks.attach(self)
         self._replay()
         self._bound = True
 
@@ -272,7 +280,8 @@ class Broker:
                     if self.keyring is not None:
                         self.keyring.refresh()  # `orchflow keys revoke` takes effect within a second
                     self._heartbeat(now_m)
-                    self._maybe_retrain(now_m)
+                    for hook in self.hooks.tick:
+                        hook(now_m)
                     if self.config.unserved_grace is not None and now_m >= self._next_unserved_check:
                         self._fail_unserved()
                         self._next_unserved_check = now_m + 1.0
@@ -290,6 +299,8 @@ class Broker:
     def close(self) -> None:
         try:
             self.journal.commit()
+            for hook in self.hooks.close:
+                hook()
         finally:
             if self._bound:
                 if self.remote_events is not None:
@@ -518,6 +529,29 @@ class Broker:
     def publish_event(self, topic: str, body: dict[str, Any]) -> None:
         self.events.publish(topic, body)
 
+    # (bus/lifecycle.py LifecycleHost: what middleware may ask)
+
+    def events_wanted(self, topic: str) -> bool:
+        return self.events.wants(topic)
+
+    def serves(self, kind: str) -> bool:
+        return bool(self.by_kind.get(kind))
+
+    def has_live(self, kind: str) -> bool:
+        return any(t.kind == kind for t in self.tasks.values())
+
+    def submit_internal(self, kind: str, payload: Any, priority: int) -> Task:
+        """A task the swarm gives itself (routing-model retraining): project orchflow."""
+        task = Task(f"{self._id_prefix}-{kind}-{next(self._id_counter)}", kind, payload, "orchflow", priority,
+                    None, 1, time.time())
+        self._queue_new(task)
+        return task
+
+    def queue_ages(self) -> dict[str, float]:
+        """Per kind with queued work: seconds its oldest queued task has waited."""
+        now = time.time()
+        return {k: now - oldest for k, q in self.queues.items() if (oldest := q.oldest()) is not None}
+
     # (bus/workflow.py WorkflowHost: the rest of what the workflow engine may ask)
 
     def queue_step(self, task: Task) -> None:
@@ -543,7 +577,8 @@ class Broker:
     def _queue_new(self, task: Task) -> None:
         self.journal.write(task)
         self._enqueue(task)
-        self._publish("task.queued", task)
+        for hook in self.hooks.submitted:
+            hook(task)
 
     def _on_cancel(self, identity: bytes, ids: list[str], who: Principal) -> None:
         unknown, forbidden = [], []
@@ -749,7 +784,6 @@ class Broker:
                 if task is None or task.agent != agent.identity:
                     continue
                 self.counters.lease_expired += 1
-                self._dispatched.pop(task_id, None)
                 self._retry_or_fail(task, "lost", f"{agent.name} no longer holds it")
 
     def _on_ready(self, identity: bytes, body: Any, who: Principal) -> None:  # noqa: C901
@@ -777,6 +811,8 @@ class Broker:
                 self.by_kind.setdefault(kind, []).append(agent)
             self.counters.agents_joined += 1
             self.events.publish("agent.joined", {"name": name, "kinds": kinds, "capacity": capacity})
+            for hook in self.hooks.agent_joined:
+                hook(agent)
             for task_id in running:  # work it kept across our restart stays with it ...
                 task = self.tasks.get(task_id)
                 if (task is not None and task.state == State.QUEUED and task.agent is None
@@ -812,11 +848,8 @@ class Broker:
         if task is None or task.agent != agent.identity:
             self.counters.late_results += 1
             return
-        if self.outcomes is not None:
-            started = self._dispatched.pop(task_id, None)
-            if started is not None:
-                self.outcomes.record(task_id, task.kind, task.payload, started[1], time.monotonic() - started[0],
-                                     state == State.DONE)
+        for hook in self.hooks.answered:
+            hook(task, agent, state == State.DONE)
         if state == State.DONE:
             self._finish(task, State.DONE, result=result)
         elif retry:
@@ -844,8 +877,6 @@ class Broker:
         task.attempts += 1
         self.journal.write(task)  # who holds it survives a restart: READY running may reclaim only that
         agent.inflight[task.id] = time.monotonic()
-        if self.outcomes is not None:
-            self._dispatched[task.id] = (time.monotonic(), agent.name)
         queue = self.queues.get(task.kind)
         if not send and queue is not None:
             queue.forget()
@@ -853,7 +884,8 @@ class Broker:
             entry = task.assignment()
             entry["shared_write"] = self._may_write_shared(task.owner)
             self._assign.setdefault(agent.identity, []).append(entry)
-        self._publish("task.started", task, agent=agent.name)
+        for hook in self.hooks.dispatched:
+            hook(task, agent)
 
     def _may_write_shared(self, owner: str | None) -> bool:
         """Whether the task's submitter may write the ``shared`` memory namespace: the
@@ -866,17 +898,14 @@ class Broker:
         return who is not None and who.shared_write
 
     def _retry_or_fail(self, task: Task, cause: str, reason: str, result: Any = None) -> None:
-        """After a failure of ``cause`` (``lost``, ``error``, or ``asked`` by the handler),
-        run the task again if its retry policy allows (bus/retry.py), else end it failed.
-        A lost task runs again at once; after an error it waits its backoff."""
-        policy = retry_policy.from_field(task.retry, task.max_retries)
-        if task.attempts <= policy.max and (cause == "asked" or policy.retries(cause)):
-            self._requeue(task, reason, 0.0 if cause == "lost" else policy.delay(task.attempts))
-        elif policy.retries(cause) or cause == "asked":
-            self._finish(task, State.FAILED, result=result,
-                         error=f"{reason}; retries exhausted after {task.attempts} attempts")
+        """After a failure of ``cause`` (``lost``, ``error``, or ``asked`` by the handler):
+        run the task again, or end it failed, as the middleware decides (the retry
+        policy: bus/middleware/retries.py)."""
+        delay, why = self.hooks.decide_failure(task, cause, reason)
+        if delay is not None:
+            self._requeue(task, why, delay)
         else:
-            self._finish(task, State.FAILED, result=result, error=reason)
+            self._finish(task, State.FAILED, result=result, error=why)
 
     def _requeue(self, task: Task, reason: str, delay: float = 0.0) -> None:
         self.counters.retried += 1
@@ -891,7 +920,8 @@ class Broker:
             task.not_before = time.time() + delay
         self.journal.write(task)
         self._enqueue(task, front=True)
-        self._publish("task.retried", task, reason=reason, delay=round(delay, 3))
+        for hook in self.hooks.retried:
+            hook(task, reason, delay)
 
     def _finish(self, task: Task, state: str, result: Any = None, error: str | None = None) -> None:
         if task.id in self._waiting:  # held for later, in no queue
@@ -921,16 +951,10 @@ class Broker:
             # everyone else hears after the commit.
             results = self._early_results if watcher == task.caller else self._results
             results.setdefault(watcher, []).append(outcome)
-        self._publish("task." + state, task, error=error)
+        for hook in self.hooks.finished:
+            hook(task)
         if "/" in task.id:  # possibly a workflow step
             self.workflow_engine.on_task_final(task)
-
-    def _publish(self, topic: str, task: Task, **extra: Any) -> None:
-        if self.events.wants(topic):
-            body = {"id": task.id, "kind": task.kind, "project": task.project, "state": task.state,
-                    "attempts": task.attempts, "ts": time.time()}
-            body.update({k: v for k, v in extra.items() if v is not None})
-            self.events.publish(topic, body)
 
     def _expire(self, now: float) -> None:
         while self._deadlines and self._deadlines[0][0] <= now:
@@ -983,6 +1007,8 @@ class Broker:
             self.counters.agents_left += 1
             log.info("agent %s left after %d tasks", agent.name, agent.completed)
             self.events.publish("agent.left", {"name": agent.name, "completed": agent.completed})
+            for hook in self.hooks.agent_gone:
+                hook(agent, reason, True)
             return
         self.counters.agents_lost += 1
         window = self.config.heartbeat_interval * self.config.heartbeat_liveness
@@ -991,29 +1017,13 @@ class Broker:
                     len(agent.inflight))
         self.events.publish("agent.lost", {"name": agent.name, "reason": reason, "inflight": len(agent.inflight),
                                            "silent": silent})
+        for hook in self.hooks.agent_gone:
+            hook(agent, reason, False)
         for task_id in agent.inflight:
-            self._dispatched.pop(task_id, None)  # no outcome to learn from a lost agent
             task = self.tasks.get(task_id)
             if task is None or task.agent != agent.identity:
                 continue
             self._retry_or_fail(task, "lost", f"{reason} on {agent.name}")
-
-    def _maybe_retrain(self, now_m: float) -> None:
-        """Periodic, incremental retraining of the routing model by the neural pool."""
-        if self.outcomes is None or now_m < self._next_retrain or not getattr(self.router, "learns", False):
-            return
-        self._next_retrain = now_m + self.config.retrain_interval
-        fresh = self.outcomes.recorded - self._trained_at_outcomes
-        if fresh < self.config.retrain_min_outcomes or not self.by_kind.get("neural.train_router"):
-            return
-        if any(t.kind == "neural.train_router" for t in self.tasks.values()):
-            return  # the last one is still queued or running
-        self._trained_at_outcomes = self.outcomes.recorded
-        task = Task(f"{self._id_prefix}-retrain-{next(self._id_counter)}", "neural.train_router",
-                    {"epochs": 200, "max_records": 5000}, "orchflow", 3, None, 1, time.time())
-        self.journal.write(task)
-        self._enqueue(task)
-        self._publish("task.queued", task, reason="periodic routing-model retraining")
 
     def _compact(self) -> None:
         cutoff = time.time() - self.config.result_ttl
@@ -1085,9 +1095,14 @@ class Broker:
             early, self._early_results = self._early_results, {}
             self._send_results(early)
         # Durability before any other word to a client: group commit, then acks and results.
-        self.journal.commit()
-        if self.outcomes is not None:
-            self.outcomes.flush()
+        if self.hooks.committed:
+            staged, started = self.journal.staged(), time.perf_counter()
+            self.journal.commit()
+            took = time.perf_counter() - started
+            for hook in self.hooks.committed:
+                hook(took, staged)
+        else:
+            self.journal.commit()
         if self._errors:
             for sock, identity, body in self._errors:
                 signature = P.CLIENT if sock is self.frontend else P.AGENT

@@ -48,6 +48,10 @@ class Journal(ABC):
     def read_meta(self, prefix: str) -> dict[str, Any]:
         """Every committed meta record whose key starts with ``prefix``."""
 
+    def staged(self) -> int:
+        """Records staged for the next commit (the commit's batch size, for metrics)."""
+        return 0
+
     def quarantine(self, task_id: str, reason: str) -> None:
         """Set a record replay could not restore aside, with why, out of later replays."""
 
@@ -85,6 +89,9 @@ class MemoryJournal(Journal):
 
     def write_meta(self, key: str, value: Any) -> None:
         self._staged_meta[key] = value
+
+    def staged(self) -> int:
+        return len(self._staged) + len(self._staged_meta)
 
     def read_meta(self, prefix: str) -> dict[str, Any]:
         return {k: v for k, v in self._meta.items() if k.startswith(prefix)}

@@ -46,5 +46,17 @@ class KindQueue:
         self.live = 0
         return None
 
+    def oldest(self) -> float | None:
+        """When the longest-waiting live task was submitted (for queue-age metrics; walks
+        past dead entries at the heads of the levels, so call it at a metrics' pace)."""
+        best = None
+        for level in self.levels:
+            for task in level:
+                if task.state == State.QUEUED and task.agent is None:
+                    if best is None or task.submitted < best:
+                        best = task.submitted
+                    break
+        return best
+
     def __len__(self) -> int:
         return self.live

@@ -123,6 +123,9 @@ class TaskJournal(Journal):
 
         return self._shared.read(scan)
 
+    def staged(self) -> int:
+        return len(self._staged) + len(self._staged_meta)
+
     def commit(self) -> None:
         if not self._staged and not self._staged_meta:
             return

@@ -22,8 +22,9 @@ KNOWN: set[frozenset[str]] = set()
 def import_graph() -> dict[str, set[str]]:
     modules = {}
     for package in PACKAGES:
-        for path in (ROOT / package).glob("*.py"):
-            modules[package if path.name == "__init__.py" else f"{package}.{path.stem}"] = path
+        for path in (ROOT / package).rglob("*.py"):  # subpackages too (bus/middleware/)
+            parts = path.relative_to(ROOT).with_suffix("").parts
+            modules[".".join(parts[:-1] if path.name == "__init__.py" else parts)] = path
     graph: dict[str, set[str]] = {}
     for name, path in modules.items():
         package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]

@@ -1,0 +1,18 @@
+"""Broker features that plug into the task lifecycle (bus/lifecycle.py), one per file:
+
+- ``events.py``: task.* events on the event bus;
+- ``retries.py``: the retry policy and its backoff (bus/retry.py holds the policy's fields);
+- ``outcomes.py``: outcome records and periodic retraining for learned routing;
+- ``prometheus.py``: Prometheus metrics (``orchflow-launch --metrics``).
+"""
+
+from __future__ import annotations
+
+from ..lifecycle import Middleware
+from .events import TaskEvents
+from .retries import Retries
+
+
+def standard() -> list[Middleware]:
+    """What every broker runs: events, then the retry policy."""
+    return [TaskEvents(), Retries()]
