@@ -4,15 +4,19 @@
 * CPU-bound tasks on 1 agent vs 2 agents (this machine's cores);
 * launch-to-ready time of ``orchflow-launch`` and RSS of the whole default swarm;
 * neural pool throughput for concurrent single-sample requests, with and without
-  micro-batching.
+  micro-batching;
+* the broker's CPU per 10,000 tasks, and per 10 idle seconds, with ``orchflow top``
+  attached (in a tmux terminal, at its fastest refresh, 10 Hz) and without.
 
-    python bench/swarm.py
+    python bench/swarm.py [--only top]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +79,51 @@ def launch_and_measure(tmp: str) -> tuple[float, float, int]:
         proc.wait(30)
 
 
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def top_cost(tmp: str, n: int = 10_000) -> list[tuple[str, float, float]]:
+    """Broker CPU seconds for ``n`` tasks and for 10 idle seconds, without and with
+    ``orchflow top --interval 0.1`` running in a real (tmux) terminal.  The tasks:
+    the default swarm (2 agents x capacity 4, journal on, fsync), ``Client.submit()``
+    one by one of the inline ``sys.echo`` kind, then ``results()``."""
+    home = os.path.join(tmp, "tophome")
+    env = dict(os.environ, ORCHFLOW_HOME=home)
+    proc = subprocess.Popen([sys.executable, "-m", "launcher.orchflow_launch"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, start_new_session=True, cwd=ROOT)
+    sock = f"orchflow-bench-{os.getpid()}"
+    rows = []
+    try:
+        proc.stdout.readline()
+        state = json.load(open(os.path.join(home, "run", "state.json")))
+        broker = state["pids"]["broker"]
+        ep = state["endpoints"]
+        for label, attached in (("without top", False), ("with top (10 Hz)", True)):
+            if attached:
+                subprocess.run(["tmux", "-L", sock, "new-session", "-d", "-s", "top", "-x", "160", "-y", "48",
+                                f"env -u COLUMNS -u LINES ORCHFLOW_HOME={home} orchflow top --interval 0.1"],
+                               check=True, env=env)
+                time.sleep(2.0)  # started, first draws done
+            idle0 = cpu_seconds(broker)
+            time.sleep(10.0)
+            idle = cpu_seconds(broker) - idle0
+            with Client(ep["frontend"], events=ep["events"]) as c:
+                c.call("sys.echo", 0, timeout=10)
+                busy0 = cpu_seconds(broker)
+                ids = [c.submit("sys.echo", i) for i in range(n)]
+                c.results(ids, timeout=300)
+                busy = cpu_seconds(broker) - busy0
+            rows.append((label, busy, idle))
+    finally:
+        subprocess.run(["tmux", "-L", sock, "kill-server"], capture_output=True)
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    return rows
+
+
 def neural_throughput(tmp: str, batching: bool, n: int = 2000) -> float:
     with ProcessGroup(os.path.join(tmp, f"nn{int(batching)}")) as g:
         g.broker()
@@ -95,9 +144,29 @@ def neural_throughput(tmp: str, batching: bool, n: int = 2000) -> float:
     return n / elapsed, stats["max_batch"]
 
 
+def print_top_cost(tmp: str) -> None:
+    if not shutil.which("tmux"):
+        print("orchflow top cost: skipped, tmux is not installed (apt-get install tmux)")
+        return
+    rows = top_cost(tmp)
+    print("broker CPU, default swarm (2 agents x 4, journal on), Client.submit() loop of 10,000 sys.echo tasks "
+          "then results():")
+    for label, busy, idle in rows:
+        print(f"  {label:18} {busy:6.2f} s CPU per 10k tasks   {idle:5.2f} s CPU per 10 idle seconds")
+    (_, b0, i0), (_, b1, i1) = rows
+    print(f"  top's cost: {b1 - b0:+.2f} s per 10k tasks ({(b1 - b0) / b0:+.1%}), {i1 - i0:+.2f} s per 10 idle s "
+          f"({(i1 - i0) / 10:.1%} of one core)")
+
+
 def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", choices=["top"], help="run one part")
+    args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="orchflow-swarm-") as tmp:
         print(f"swarm benchmark ({os.cpu_count()} cores)\n")
+        if args.only == "top":
+            print_top_cost(tmp)
+            return
         sleeps = [0.1] * 64
         one = fan_out(tmp, 1, "sys.sleep", sleeps, "io")
         eight = fan_out(tmp, 8, "sys.sleep", sleeps, "io")
@@ -117,6 +186,7 @@ def main() -> None:
         single, _ = neural_throughput(tmp, False)
         print(f"neural pool, 2000 concurrent single-sample runs (8-16-4 net): micro-batched {batched:,.0f}/s "
               f"(largest batch {max_batch}), one by one {single:,.0f}/s = {batched / single:.2f}x")
+        print_top_cost(tmp)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ import os
 from .lifeline import die_with_parent
 from .logsetup import configure_logging
 from .broker import BrokerConfig, serve
-from .endpoints import TcpEndpoints
+from .endpoints import TcpEndpoints, metrics_address
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -34,6 +34,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--tcp", default=None, metavar="HOST:PORT",
                     help="also accept remote peers, CURVE only: clients on PORT, agents on PORT+1, "
                          "events on PORT+2 (nothing but ipc:// unless given); needs --keys-home")
+    ap.add_argument("--metrics", default=None, metavar="[HOST:]PORT",
+                    help="serve Prometheus metrics over HTTP (HOST defaults to 127.0.0.1)")
     ap.add_argument("--keys-home", default=None, metavar="DIR",
                     help="swarm home whose keys/ holds the broker certificate and the allowed identities "
                          "(orchflow keys); also applies `orchflow keys local` restrictions to ipc peers")
@@ -48,7 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.journal:
         from store.journal import TaskJournal
         journal = TaskJournal(args.journal, sync=args.durable == "sync")
-    outcomes = router = None
+    outcomes = router = memory = None
     if args.memory:
         from store import Memory
 
@@ -58,13 +60,19 @@ def main(argv: list[str] | None = None) -> None:
         if args.learned_routing:
             from neural.router import LearnedRouter
             router = LearnedRouter(memory, refresh=args.routing_refresh)
+    middleware = []
+    if args.metrics:
+        from .middleware.prometheus import Metrics, serve_metrics
+        metrics = Metrics(run_dir=args.run_dir, memory_stats=memory.stats if memory is not None else None)
+        serve_metrics(metrics, metrics_address(args.metrics))
+        middleware.append(metrics)
     serve(BrokerConfig.in_directory(args.run_dir, heartbeat_interval=args.heartbeat,
                                     heartbeat_liveness=args.liveness, keys_home=args.keys_home,
                                     result_ttl=args.result_ttl, unserved_grace=args.unserved_grace,
                                     frontend_tcp=tcp and tcp.frontend, backend_tcp=tcp and tcp.backend,
                                     events_tcp=tcp and tcp.events,
                                     retrain_interval=args.retrain_interval,
-                                    retrain_min_outcomes=args.retrain_min_outcomes), journal, outcomes, router)
+                                    retrain_min_outcomes=args.retrain_min_outcomes), journal, outcomes, router, middleware)
 
 
 if __name__ == "__main__":

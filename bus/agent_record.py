@@ -23,6 +23,7 @@ class AgentRecord:
     last_sent: float = 0.0
     joined: float = 0.0
     completed: int = 0
+    failed: int = 0                 # of those completed, answered FAILED
     max_body: int = P.MAX_BODY      # the largest TASK body it takes (READY ``max_body``, 1.1)
     reports_running: bool = False   # its HEARTBEATs list what it runs: the dispatch lease (1.1)
     principal: Principal = UNRESTRICTED_LOCAL  # whose key it connected with: what it may serve

@@ -178,6 +178,12 @@ class Broker:
         self.hooks.attach(self)
         self._replay()
         self._bound = True
+        log.info("broker serving clients at %s, agents at %s, events at %s%s; %s journal, %d features (%s)",
+                 cfg.frontend, cfg.backend, cfg.events_out,
+                 "; tcp+CURVE " + ", ".join(e for e in (cfg.frontend_tcp, cfg.backend_tcp, cfg.events_tcp) if e)
+                 if self.gate is not None and (cfg.frontend_tcp or cfg.backend_tcp) else "",
+                 type(self.journal).__name__, len(self.hooks.middleware),
+                 ", ".join(type(m).__name__ for m in self.hooks.middleware))
 
     def _router_socket(self, endpoint: str) -> zmq.Socket:
         sock = self.ctx.socket(zmq.ROUTER)
@@ -297,6 +303,11 @@ class Broker:
         self._stop.set()
 
     def close(self) -> None:
+        if self._bound:
+            c = self.counters
+            log.info("broker stopping after %.0fs: %d submitted, %d done, %d failed, %d cancelled, %d expired; "
+                     "%d live tasks stay in the journal", time.time() - self.started, c.submitted, c.done, c.failed,
+                     c.cancelled, c.expired, len(self.tasks))
         try:
             self.journal.commit()
             for hook in self.hooks.close:
@@ -648,12 +659,15 @@ class Broker:
         and workflows only (agents, queue lengths and counters are the swarm's)."""
         workflows = {wid: wf.public() for wid, wf in self.workflow_engine.workflows.items()
                      if who.may_act_for(wf.record.project)}
+        now_m, window = time.monotonic(), self.config.heartbeat_interval * self.config.heartbeat_liveness
         body: dict[str, Any] = {
             "version": P.VERSION,
             "uptime": time.time() - self.started,
             "agents": [{"name": a.name, "kinds": a.kinds, "capacity": a.capacity, "prefetch": a.prefetch,
-                        "inflight": len(a.inflight), "completed": a.completed} for a in self.agents.values()],
+                        "inflight": len(a.inflight), "completed": a.completed, "failed": a.failed,
+                        "last_seen": round(max(0.0, now_m - (a.expires - window)), 3)} for a in self.agents.values()],
             "queues": {k: len(q) for k, q in self.queues.items() if len(q)},
+            "ages": {k: round(age, 3) for k, age in self.queue_ages().items()},  # oldest queued task's wait
             # queued work no registered agent serves: it waits for one, and people should know
             "unserved": {k: len(q) for k, q in self.queues.items() if len(q) and not self.by_kind.get(k)},
             "delayed": len(self._waiting),  # waiting for their delay, eta or retry backoff
@@ -665,6 +679,8 @@ class Broker:
         }
         if self.gate is not None:
             body["auth"] = self.gate.stats()
+        for hook in self.hooks.report:
+            hook(body)
         if ids:
             states, forbidden = {}, []
             for task_id in ids:
@@ -843,6 +859,8 @@ class Broker:
         if task_id in agent.inflight:  # its credit comes back either way
             del agent.inflight[task_id]
             agent.completed += 1
+            if state != State.DONE:
+                agent.failed += 1
             self._dirty.update(agent.kinds)
         task = self.tasks.get(task_id)
         if task is None or task.agent != agent.identity:
@@ -1153,9 +1171,9 @@ class Broker:
 
 
 def serve(config: BrokerConfig, journal: Journal | None = None, outcomes: OutcomeRecorder | None = None,
-          router: Router | None = None) -> None:
+          router: Router | None = None, middleware: list[Middleware] | None = None) -> None:
     """Run a broker in this process until SIGINT/SIGTERM."""
-    broker = Broker(config, journal, router=router, outcomes=outcomes)
+    broker = Broker(config, journal, router=router, outcomes=outcomes, middleware=middleware)
     broker.bind()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: broker.stop())

@@ -65,3 +65,14 @@ def tcp_ports(frontend: str) -> TcpEndpoints | None:
 
 def ipc_path(endpoint: str) -> str | None:
     return endpoint[6:] if endpoint.startswith("ipc://") else None
+
+
+def metrics_address(text: str) -> str:
+    """``PORT`` or ``HOST:PORT`` as ``HOST:PORT``; the host defaults to loopback, because
+    metrics name the swarm's kinds, projects and agents."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host = "127.0.0.1"
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{text!r} is not [HOST:]PORT with a port in 1..65535")
+    return f"{host or '127.0.0.1'}:{int(port)}"

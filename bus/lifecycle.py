@@ -68,6 +68,9 @@ class Middleware:
         """An agent left: ``clean`` (said goodbye, nothing in flight) or lost; its
         in-flight tasks are about to be retried or failed."""
 
+    def report(self, body: dict[str, Any]) -> None:
+        """Add this feature's fields to a STATUS_REPLY body (optional fields: PROTOCOL.md)."""
+
     def committed(self, seconds: float, records: int) -> None:
         """The turn's journal commit took ``seconds`` for ``records`` staged records;
         the place for a middleware's own writes."""
@@ -80,7 +83,7 @@ class Middleware:
 
 
 HOOK_NAMES = ("submitted", "dispatched", "answered", "failure", "retried", "finished", "agent_joined",
-              "agent_gone", "committed", "tick", "close")
+              "agent_gone", "report", "committed", "tick", "close")
 
 
 class Hooks:
@@ -101,6 +104,7 @@ class Hooks:
     finished: list
     agent_joined: list
     agent_gone: list
+    report: list
     committed: list
     tick: list
     close: list

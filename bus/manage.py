@@ -14,6 +14,7 @@ durable before anyone hears of it.
 
 from __future__ import annotations
 
+import heapq
 from typing import Any, Iterable, Protocol
 
 from . import protocol as P
@@ -79,14 +80,13 @@ class Manager:
         pools = [self.host.live_tasks()] if state in (None, LIVE, State.QUEUED, State.RUNNING) else []
         if state is None or (state != LIVE and state in State.FINAL):
             pools.append(self.host.final_tasks())
-        out = []
-        for pool in pools:
-            for task in pool:
-                if ((state in (None, LIVE) or task.state == state) and (kind is None or task.kind == kind)
-                        and (project is None or task.project == project) and who.may_act_for(task.project)):
-                    out.append(summary(task))
-        out.sort(key=lambda t: t["submitted"] or 0.0, reverse=True)  # newest first
-        return out[:limit]
+        chosen = heapq.nlargest(limit, (task for pool in pools for task in pool
+                                         if (state in (None, LIVE) or task.state == state)
+                                         and (kind is None or task.kind == kind)
+                                         and (project is None or task.project == project)
+                                         and who.may_act_for(task.project)),
+                                key=lambda task: task.submitted or 0.0)  # newest first, summaries for those only
+        return [summary(task) for task in chosen]
 
     def _purge(self, body: dict[str, Any], who: Principal) -> dict[str, Any]:
         kind = P.checked_text(body.get("kind"), "kind", P.MAX_KIND_BYTES)

@@ -12,6 +12,8 @@ the key, so a typo never silently does nothing.
     unserved_grace = 600  # fail queued tasks of a kind no agent served this long (default: wait)
     heartbeat = 1.0       # seconds between heartbeats
     tcp = "127.0.0.1:5555"  # also listen for remote peers, CURVE keys only
+    log_format = "json"   # "text" (default) or "json": one JSON object per line
+    metrics = "127.0.0.1:9464"  # serve Prometheus metrics here
 """
 
 from __future__ import annotations
@@ -20,16 +22,18 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from bus.logsetup import LEVELS
+from bus.logsetup import FORMATS, LEVELS
 
 from .errors import CliError
 
 FILE = "config.toml"
 DEFAULTS: dict[str, Any] = {"agents": 2, "capacity": 4, "neural_workers": 1, "log_level": "INFO",
-                            "result_ttl": 3600.0, "heartbeat": 1.0, "tcp": None, "unserved_grace": None}
+                            "result_ttl": 3600.0, "heartbeat": 1.0, "tcp": None, "unserved_grace": None,
+                            "log_format": "text", "metrics": None}
 _TYPES: dict[str, tuple[type, ...]] = {"agents": (int,), "capacity": (int,), "neural_workers": (int,),
                                        "log_level": (str,), "result_ttl": (int, float),
-                                       "heartbeat": (int, float), "tcp": (str,), "unserved_grace": (int, float)}
+                                       "heartbeat": (int, float), "tcp": (str,), "unserved_grace": (int, float),
+                                       "log_format": (str,), "metrics": (str,)}
 
 
 def load(home: Path) -> dict[str, Any]:
@@ -51,6 +55,8 @@ def load(home: Path) -> dict[str, Any]:
             raise CliError(f"{path}: {key} must be {' or '.join(t.__name__ for t in _TYPES[key])}")
     if "log_level" in doc and doc["log_level"].upper() not in LEVELS:
         raise CliError(f"{path}: log_level must be one of {', '.join(LEVELS)}")
+    if "log_format" in doc and doc["log_format"] not in FORMATS:
+        raise CliError(f"{path}: log_format must be one of {', '.join(FORMATS)}")
     for key in ("agents", "capacity", "result_ttl", "heartbeat", "unserved_grace"):
         if key in doc and doc[key] <= 0:
             raise CliError(f"{path}: {key} must be positive")

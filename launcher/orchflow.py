@@ -15,7 +15,7 @@ from bus.endpoints import Endpoints
 from bus.errors import AuthError, BusError, TaskFailed, TaskRejected
 from store.env import orchflow_home
 
-from . import exit_codes, keys_cli, task_cli
+from . import exit_codes, keys_cli, logs_cli, task_cli
 from .errors import CliError
 from .supervisor import read_state
 
@@ -160,6 +160,10 @@ def build_parser() -> argparse.ArgumentParser:
     nn.add_argument("--shortcut", action="store_true", help="create: a shortcut network (for --cascade)")
     nn.add_argument("--seed", type=int, default=None, help="create: seed of the initial weights")
     keys_cli.add_parser(sub)
+    logs_cli.add_parser(sub, common)
+    t = sub.add_parser("top", parents=[common], help="live view of agents, queues, workflows and failures",
+                       description="A live view of the swarm (q quits, ? lists the keys).")
+    t.add_argument("--interval", type=float, default=0.5, help="seconds between refreshes (default 0.5, at least 0.1)")
     comp = sub.add_parser("completion", help="print a shell completion script",
                           description='eval "$(orchflow completion bash)" in ~/.bashrc turns on tab completion')
     comp.add_argument("shell", choices=["bash"])
@@ -226,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
         return exit_codes.DONE
     if args.cmd == "memory" and args.op in ("verify", "salvage"):
         return store_command(home, args)
+    if args.cmd == "logs":
+        return logs_cli.run(home, args)
     ep, curve = connect(home, args)
     events_in = ep.get("events_in")  # local swarms only: what Subscription.wait_live probes through
 
@@ -240,6 +246,9 @@ def run(args: argparse.Namespace) -> int:
             return task_cli.kinds_command(c, args)
         if args.cmd in ("tasks", "purge", "retry", "schedule"):
             return getattr(task_cli, f"{args.cmd}_command")(c, args)
+        if args.cmd == "top":
+            from .top import run_top
+            return run_top(c, args, ep["frontend"])
         if args.cmd == "status":
             status = c.status()
             task_cli.show(status, True) if args.json else print(render_status(status))

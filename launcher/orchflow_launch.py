@@ -9,8 +9,8 @@ import sys
 import time
 from pathlib import Path
 
-from bus.endpoints import TcpEndpoints
-from bus.logsetup import LEVEL_ENV, LEVELS, configure_logging
+from bus.endpoints import TcpEndpoints, metrics_address
+from bus.logsetup import FORMAT_ENV, FORMATS, LEVEL_ENV, LEVELS, also_log_to, configure_logging
 from store.env import orchflow_home
 
 from . import config
@@ -112,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--neural-workers", type=int, default=None, help="neural worker processes (default 1)")
     ap.add_argument("--log-level", default=None, choices=LEVELS, type=str.upper,
                     help="every process's log level (default INFO); logs are in $ORCHFLOW_HOME/logs")
+    ap.add_argument("--log-format", default=None, choices=FORMATS,
+                    help="text lines (default) or json: one JSON object per line, for log shippers")
+    ap.add_argument("--metrics", default=None, metavar="[HOST:]PORT",
+                    help="serve Prometheus metrics at http://HOST:PORT/metrics (HOST defaults to 127.0.0.1)")
     ap.add_argument("--unserved-grace", type=float, default=None, metavar="SECONDS",
                     help="fail queued tasks of a kind no agent has served for SECONDS (default: they wait)")
     ap.add_argument("--result-ttl", type=float, default=None, metavar="SECONDS",
@@ -129,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         conf = config.settings(home, {"agents": args.agents, "capacity": args.capacity,
                                       "neural_workers": args.neural_workers, "log_level": args.log_level,
                                       "result_ttl": args.result_ttl, "tcp": args.tcp,
-                                      "unserved_grace": args.unserved_grace})
+                                      "unserved_grace": args.unserved_grace,
+                                      "log_format": args.log_format, "metrics": args.metrics})
     except CliError as exc:
         print(f"orchflow-launch: {exc}", file=sys.stderr)
         return 2
@@ -140,7 +145,13 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"--tcp: {exc}")
     if conf["agents"] < 1:
         ap.error("--agents must be at least 1 (the built-in agents also serve the swarm memory)")
+    if conf["metrics"]:
+        try:
+            conf["metrics"] = metrics_address(conf["metrics"])
+        except ValueError as exc:
+            ap.error(f"--metrics: {exc}")
     os.environ[LEVEL_ENV] = conf["log_level"].upper()  # every child inherits it
+    os.environ[FORMAT_ENV] = conf["log_format"]
     configure_logging()
     if args.command == "stop":
         return stop_swarm(home)
@@ -150,10 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     home.mkdir(parents=True, exist_ok=True, mode=0o700)
     if args.detach:
         return detach(home, [a for a in (argv if argv is not None else sys.argv[1:]) if a != "--detach"])
+    (home / "logs").mkdir(parents=True, exist_ok=True)
+    also_log_to(str(home / "logs" / "launcher.log"))
     sup = Supervisor(SwarmConfig(home=home, agents=conf["agents"], agent_capacity=conf["capacity"],
                                  neural_workers=conf["neural_workers"], tcp=conf["tcp"], heartbeat=conf["heartbeat"],
                                  result_ttl=conf["result_ttl"], unserved_grace=conf["unserved_grace"],
-                                 verify_stores=not args.no_verify))
+                                 verify_stores=not args.no_verify, metrics=conf["metrics"]))
     # Before start(): a stop that comes as soon as the state file says ready (a script's
     # `orchflow-launch --detach; ...; orchflow-launch stop`) must drain the agents, not
     # find a launcher whose SIGTERM still kills it on the spot.
@@ -173,7 +186,9 @@ def main(argv: list[str] | None = None) -> int:
               + f"\n  events:   {ep.events}" + (f" and {tcp.events} (CURVE)" if tcp else ""))
         if tcp:
             print(f"  keys:     {home / 'keys'} (orchflow keys list)")
-        print(f"  state:    {sup.config.state_file}\n  logs:     {home / 'logs'}")
+        if conf["metrics"]:
+            print(f"  metrics:  http://{conf['metrics']}/metrics")
+        print(f"  state:    {sup.config.state_file}\n  logs:     {home / 'logs'} (orchflow logs)")
         if args.demo:  # a short run: Ctrl-C interrupts it at once
             signal.signal(signal.SIGINT, signal.default_int_handler)
             from .demo import run_demo

@@ -72,7 +72,8 @@ class ProcessGroup:
     def broker(self, name: str = "broker", journal: str | None = None, heartbeat: float = 1.0,
                sync: bool = True, wait: bool = True, tcp: str | None = None, keys_home: str | None = None,
                memory: str | None = None, learned_routing: bool = False,
-               result_ttl: float | None = None, unserved_grace: float | None = None) -> subprocess.Popen:
+               result_ttl: float | None = None, unserved_grace: float | None = None,
+               metrics: str | None = None) -> subprocess.Popen:
         args = ["-m", "bus", "--run-dir", str(self.run_dir), "--heartbeat", str(heartbeat)]
         if result_ttl is not None:
             args += ["--result-ttl", str(result_ttl)]
@@ -80,6 +81,8 @@ class ProcessGroup:
             args += ["--unserved-grace", str(unserved_grace)]
         if memory:
             args += ["--memory", memory]
+        if metrics:
+            args += ["--metrics", metrics]
         if learned_routing:
             args += ["--learned-routing"]
         if tcp:

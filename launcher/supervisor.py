@@ -65,6 +65,7 @@ class SwarmConfig:
     health_interval: float = 2.0   # how often the broker is asked who is registered
     health_failures: int = 3       # consecutive failures before a live but unhealthy child is restarted
     verify_stores: bool = True     # refuse to start on a damaged memory or journal
+    metrics: str | None = None     # HOST:PORT where the broker serves Prometheus metrics
 
     @property
     def run_dir(self) -> Path:
@@ -237,7 +238,7 @@ class Supervisor:
         self._add("broker", lambda: self.group.broker(journal=journal, heartbeat=cfg.heartbeat, tcp=cfg.tcp,
                                                        keys_home=str(cfg.home), memory=memory,
                                                        learned_routing=learned, result_ttl=cfg.result_ttl,
-                                                       unserved_grace=cfg.unserved_grace))
+                                                       unserved_grace=cfg.unserved_grace, metrics=cfg.metrics))
         # The built-in agents also serve memory.* (LMDB is safe across processes);
         # agent0 alone publishes the change feed, so each change is announced once.
         for i in range(cfg.agents):
@@ -250,6 +251,8 @@ class Supervisor:
                 extra=["--memory", memory]))
         self.group.wait_agents(cfg.agents + cfg.neural_workers)
         self.ready = True
+        log.info("swarm ready under %s: %s", cfg.home,
+                 ", ".join(f"{name} pid {proc.pid}" for name, proc in self.group.procs.items()))
         self._write_state()
 
     def _tcp_endpoints(self) -> dict[str, str | None]:
@@ -356,6 +359,7 @@ class Supervisor:
 
     def shutdown(self) -> None:
         """Drain agents first (they finish running work), then stop the broker."""
+        log.info("stopping the swarm: draining %d agents, then the broker", len(self.group.procs) - 1)
         for name, proc in list(self.group.procs.items()):
             if name != "broker" and proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
@@ -372,3 +376,4 @@ class Supervisor:
             self.config.state_file.unlink()
         except FileNotFoundError:
             pass
+        log.info("swarm stopped")
