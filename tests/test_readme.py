@@ -6,7 +6,8 @@ new user) and in a project directory holding the files the examples name.  Two l
 are not run as written: the first two commands' ``pip install`` steps (this test runs
 on the installed package; ``orchflow-launch --demo`` itself is run), and the test
 command, which is the suite this test is part of.  Where an example listens on a fixed
-TCP port (5555), a free one is used instead, so parallel runs cannot collide.
+TCP port (5555, and 9464 for metrics), a free one is used instead, so parallel runs
+cannot collide.
 Commands that run until Ctrl-C (``orchflow events``) get SIGINT after a few seconds and
 must end with exit 130 and no traceback.
 """
@@ -71,9 +72,10 @@ class Session:
         self.env.update(HOME=self.home, PYTHONPATH=str(ROOT))
         self.background: list[subprocess.Popen] = []
         self.port = str(free_tcp_block())
+        self.metrics_port = str(free_tcp_block())
 
     def sh(self, line: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        line = line.replace("5555", self.port)
+        line = line.replace("5555", self.port).replace("9464", self.metrics_port)
         if line.startswith(UNTIL_CTRL_C):
             proc = subprocess.Popen(["bash", "-c", f"exec {line}"], cwd=self.cwd, env=self.env,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -165,6 +167,9 @@ def test_every_readme_example_runs(session):
     client = next(v for k, v in outputs.items() if "submit_workflow" in k)
     assert "tests passed" in client and "docs made" in client and "done" in client
     assert Path(session.cwd, "xor.net").exists() and Path(session.cwd, "rescued", "data.mdb").exists()
+    scraped = next(v for k, v in outputs.items() if k.startswith("curl") and "/metrics" in k)
+    assert 'orchflow_tasks_finished_total{kind="sys.echo",project="default",state="done"} 1.0' in scraped
+    assert "broker serving clients at" in next(v for k, v in outputs.items() if k.startswith("orchflow logs broker"))
 
     os.kill(agent.pid, signal.SIGTERM)  # the agent drains and exits cleanly
     assert agent.wait(20) == 0
