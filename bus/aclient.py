@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import os
 import time
+from collections import deque
 from typing import Any, AsyncIterator
 
 import zmq
@@ -40,7 +41,8 @@ class AsyncClient:
         self._ids = itertools.count(1)
         self._acks: dict[str, asyncio.Future] = {}
         self._outcomes: dict[str, asyncio.Future] = {}
-        self._status: asyncio.Future | None = None
+        self._status: deque[asyncio.Future] = deque()  # STATUS replies come in request order
+        self._managed: dict[str, asyncio.Future] = {}  # MANAGE ref -> future
         self._sock = self.ctx.socket(zmq.DEALER)
         self._sock.linger = 0
         if self.curve is not None:
@@ -91,9 +93,22 @@ class AsyncClient:
                     if not fut.done():
                         fut.set_result(outcome)
             elif command is Command.STATUS_REPLY:
-                if self._status is not None and not self._status.done():
-                    self._status.set_result(body)
+                while self._status:
+                    fut = self._status.popleft()
+                    if not fut.done():  # a waiter that timed out gave up its place
+                        fut.set_result(body)
+                        break
+            elif command is Command.MANAGED and isinstance(body, dict):
+                fut = self._managed.pop(str(body.get("ref")), None)
+                if fut is not None and not fut.done():
+                    fut.set_result(body.get("result"))
             elif command is Command.ERROR and isinstance(body, dict):
+                ref = body.get("ref")
+                if ref is not None and str(ref) in self._managed:
+                    fut = self._managed.pop(str(ref))
+                    if not fut.done():
+                        fut.set_exception(TaskRejected(body.get("code", "error"), body.get("message", "")))
+                    continue
                 unknown = body.get("code") == "unknown-task"
                 for task_id in body.get("ids") or ():
                     table = self._outcomes if unknown else self._acks
@@ -172,15 +187,37 @@ class AsyncClient:
         self._check_reachable()
         await self._sock.send_multipart(P.client_message(Command.CANCEL, {"ids": list(ids)}))
 
-    async def status(self, ids: list[str] | None = None) -> dict[str, Any]:
+    async def status(self, ids: list[str] | None = None, timeout: float | None = None) -> dict[str, Any]:
+        """Concurrent calls are fine: replies come in request order, one future each."""
         self._check_reachable()
         self._ensure_reader()
-        self._status = asyncio.get_running_loop().create_future()
+        fut = asyncio.get_running_loop().create_future()
+        self._status.append(fut)
         await self._sock.send_multipart(P.client_message(Command.STATUS, {"ids": ids or []}))
         try:
-            return await asyncio.wait_for(self._status, self.ack_timeout)
+            return await asyncio.wait_for(fut, timeout or self.ack_timeout)
         except asyncio.TimeoutError:
             raise BrokerUnavailable(f"no broker answered STATUS at {self.endpoint}") from None
+
+    async def manage(self, op: str, timeout: float | None = None, **fields: Any) -> Any:
+        """One MANAGE request (PROTOCOL 4.4): its result, or TaskRejected if refused."""
+        self._check_reachable()
+        self._ensure_reader()
+        ref = f"{self._prefix}-m{next(self._ids)}"
+        fut = self._managed[ref] = asyncio.get_running_loop().create_future()
+        body = {"op": op, "ref": ref, **{k: v for k, v in fields.items() if v is not None}}
+        await self._sock.send_multipart(P.client_message(Command.MANAGE, body))
+        try:
+            return await asyncio.wait_for(fut, timeout or max(self.ack_timeout, 5.0))
+        except asyncio.TimeoutError:
+            raise BrokerUnavailable(f"no broker answered MANAGE {op} at {self.endpoint}") from None
+        finally:
+            self._managed.pop(ref, None)
+
+    async def tasks(self, state: str | None = None, kind: str | None = None, project: str | None = None,
+                    limit: int = 100) -> list[dict[str, Any]]:
+        """Live and recently finished tasks, newest first (as :meth:`Client.tasks`)."""
+        return await self.manage("tasks", state=state, kind=kind, project=project, limit=limit)
 
     async def subscribe(self, *topics: str) -> AsyncIterator[tuple[str, Any]]:
         if not self.events_endpoint:

@@ -161,6 +161,20 @@ def build_parser() -> argparse.ArgumentParser:
     nn.add_argument("--seed", type=int, default=None, help="create: seed of the initial weights")
     keys_cli.add_parser(sub)
     logs_cli.add_parser(sub, common)
+    srv = sub.add_parser("serve", parents=[common], help="JSON-RPC 2.0 for the IDE, over stdio or WebSocket",
+                         description="Serve orchflow's API (docs/IDE.md) as JSON-RPC 2.0: on stdin/stdout, one "
+                                     "message per line (--stdio), or over WebSocket (--ws).")
+    how = srv.add_mutually_exclusive_group(required=True)
+    how.add_argument("--stdio", action="store_true", help="newline-delimited JSON-RPC on stdin/stdout")
+    how.add_argument("--ws", metavar="HOST:PORT", help="WebSocket on HOST:PORT (loopback only without TLS)")
+    srv.add_argument("--ensure", action="store_true", help="start a swarm if none is running")
+    srv.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                     help="--ws: a browser Origin allowed to connect (repeatable; default: none)")
+    srv.add_argument("--tls-cert", help="--ws: certificate (PEM) for wss://; required off loopback")
+    srv.add_argument("--tls-key", help="--ws: the certificate's private key (PEM)")
+    sub.add_parser("mcp", parents=[common], help="an MCP server on stdio, for AI coding assistants",
+                   description="Serve orchflow's tools over MCP on stdin/stdout (claude mcp add orchflow -- "
+                               "orchflow mcp).")
     t = sub.add_parser("top", parents=[common], help="live view of agents, queues, workflows and failures",
                        description="A live view of the swarm (q quits, ? lists the keys).")
     t.add_argument("--interval", type=float, default=0.5, help="seconds between refreshes (default 0.5, at least 0.1)")
@@ -232,6 +246,15 @@ def run(args: argparse.Namespace) -> int:
         return store_command(home, args)
     if args.cmd == "logs":
         return logs_cli.run(home, args)
+    if args.cmd == "serve":
+        if args.stdio:
+            from bridge.stdio import run as serve_stdio
+            return serve_stdio(home, args.ensure, args.project)
+        from bridge.ws import run as serve_ws
+        return serve_ws(home, args.ws, args.ensure, args.project, args.allow_origin, args.tls_cert, args.tls_key)
+    if args.cmd == "mcp":
+        from bridge.mcp_server import run as serve_mcp
+        return serve_mcp(home, args.project)
     ep, curve = connect(home, args)
     events_in = ep.get("events_in")  # local swarms only: what Subscription.wait_live probes through
 
