@@ -150,12 +150,17 @@ class OrchflowAPI:
                                opts: dict[str, Any] | None = None) -> dict[str, Any]:
         client = self.link.require()
         self._check_size(kind, [payload])
-        task_id = await self._guard(client.submit(kind, payload, project=project, **(opts or {})))
+        task_id = client.new_id()
         watching = progress is not None or session is not None
         if watching:
-            self._watch(task_id, session, progress)
+            self._watch(task_id, session, progress)  # before the submission: no early line is missed
         try:
-            return await self._outcome(task_id, True, timeout)
+            return await self._guard(client.call_outcome(kind, payload, timeout, task_id=task_id, project=project,
+                                                         **(opts or {})))
+        except RpcError as exc:
+            if exc.code == TIMEOUT:
+                exc.data = {"id": task_id}
+            raise
         finally:
             if watching:
                 self._unwatch(task_id, session)

@@ -5,7 +5,8 @@ Requests are handled concurrently: a long ``tasks.result`` does not hold up a
 ``memory.get`` sent after it; responses carry their request's id.  stdout carries
 protocol only; logs go to stderr.  EOF on stdin ends the server (the IDE went away).
 A line over the size limit is answered with a parse error and skipped, not read into
-memory whole.
+memory whole.  At EOF the requests already read are answered first, so
+``echo '{...}' | orchflow serve --stdio`` works as a one-shot call.
 """
 
 from __future__ import annotations
@@ -92,7 +93,9 @@ async def serve_stdio(home: Path, ensure: bool = False, project: str = "default"
     try:
         while True:
             line = await read_line(reader)
-            if line is None:
+            if line is None:  # EOF: answer what was asked (each request has its own timeout), then end
+                if pending:
+                    await asyncio.wait(set(pending))
                 break
             if line == TOO_LONG:
                 out.send(dumps(error_response(None, RpcError(PARSE_ERROR, f"message over {MAX_MESSAGE} bytes"))))

@@ -111,11 +111,12 @@ class AsyncClient:
                     continue
                 unknown = body.get("code") == "unknown-task"
                 for task_id in body.get("ids") or ():
-                    table = self._outcomes if unknown else self._acks
-                    fut = table.get(task_id)
-                    if fut is not None and not fut.done():
-                        fut.set_exception(UnknownTask(task_id) if unknown else
-                                          TaskRejected(body.get("code", "error"), body.get("message", "")))
+                    # a refused submission fails its ack's waiter, and its outcome's (ack=false calls)
+                    for table in (self._outcomes,) if unknown else (self._acks, self._outcomes):
+                        fut = table.get(task_id)
+                        if fut is not None and not fut.done():
+                            fut.set_exception(UnknownTask(task_id) if unknown else
+                                              TaskRejected(body.get("code", "error"), body.get("message", "")))
 
     def _check_reachable(self) -> None:
         path = ipc_path(self.endpoint)
@@ -180,8 +181,27 @@ class AsyncClient:
     async def result(self, task_id: str, timeout: float | None = None) -> Any:
         return outcome_value(await self.outcome(task_id, timeout))
 
+    def new_id(self) -> str:
+        return f"{self._prefix}-{next(self._ids)}"
+
     async def call(self, kind: str, payload: Any = None, timeout: float | None = None, **opts: Any) -> Any:
-        return await self.result(await self.submit(kind, payload, **opts), timeout)
+        return outcome_value(await self.call_outcome(kind, payload, timeout, **opts))
+
+    async def call_outcome(self, kind: str, payload: Any = None, timeout: float | None = None,
+                           task_id: str | None = None, **opts: Any) -> dict[str, Any]:
+        """Submit and wait, as :meth:`Client.call`: with ``ack=false`` the RESULT is the
+        answer, so no ACCEPTED and no wait for the fsync of a task whose result the
+        caller is about to hold (PROTOCOL 4.2).  A refused submission raises
+        TaskRejected; one the broker never saw is FETCHed, found unknown, and raises
+        UnknownTask."""
+        self._check_reachable()
+        self._ensure_reader()
+        task_id = task_id or self.new_id()
+        project = opts.pop("project", None) or self.project
+        entry = task_entry(task_id, kind, payload, project, ack=False, **opts)
+        self._future(self._outcomes, task_id)
+        await self._sock.send_multipart(P.client_message(Command.SUBMIT, [entry]))
+        return await self.outcome(task_id, timeout)
 
     async def cancel(self, *ids: str) -> None:
         self._check_reachable()

@@ -167,6 +167,9 @@ def test_every_readme_example_runs(session):
     client = next(v for k, v in outputs.items() if "submit_workflow" in k)
     assert "tests passed" in client and "docs made" in client and "done" in client
     assert Path(session.cwd, "xor.net").exists() and Path(session.cwd, "rescued", "data.mdb").exists()
+    rpc = [json.loads(ln) for ln in next(v for k, v in outputs.items() if "serve --stdio" in k).splitlines()
+           if ln.startswith("{")]
+    assert rpc[0]["method"] == "swarm.state" and rpc[-1]["result"]["result"] == "hi"
     scraped = next(v for k, v in outputs.items() if k.startswith("curl") and "/metrics" in k)
     assert 'orchflow_tasks_finished_total{kind="sys.echo",project="default",state="done"} 1.0' in scraped
     assert "broker serving clients at" in next(v for k, v in outputs.items() if k.startswith("orchflow logs broker"))
