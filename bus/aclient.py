@@ -24,6 +24,13 @@ from .errors import BrokerUnavailable, BusError, TaskRejected
 from .protocol import Command
 
 
+def _settled(fut: asyncio.Future) -> None:
+    """A send nobody awaits: read its exception, if any, so asyncio does not report it as
+    lost (a send that failed leaves its calls to FETCH, like any lost message)."""
+    if not fut.cancelled():
+        fut.exception()
+
+
 class AsyncClient:
     def __init__(self, endpoint: str | None = None, events: str | None = None, project: str = "default",
                  ack_timeout: float = 1.0, ctx: zmq.asyncio.Context | None = None,
@@ -49,6 +56,7 @@ class AsyncClient:
             self.curve.apply(self._sock)
         self._sock.connect(endpoint)
         self._reader: asyncio.Task | None = None
+        self._calls: list[dict[str, Any]] = []  # ack=false submissions of this loop turn, sent as one SUBMIT
 
     async def __aenter__(self) -> "AsyncClient":
         return self
@@ -200,8 +208,24 @@ class AsyncClient:
         project = opts.pop("project", None) or self.project
         entry = task_entry(task_id, kind, payload, project, ack=False, **opts)
         self._future(self._outcomes, task_id)
-        await self._sock.send_multipart(P.client_message(Command.SUBMIT, [entry]))
+        if not self._calls:  # the first of this turn: send them all once the turn's coroutines queued theirs
+            asyncio.get_running_loop().call_soon(self._send_calls)
+        self._calls.append(entry)
         return await self.outcome(task_id, timeout)
+
+    def _send_calls(self) -> None:
+        """One SUBMIT for every call() made in one loop turn (cut under the broker's
+        limit): a burst of concurrent calls, as an IDE pipelines them, costs the broker
+        one message, not one each."""
+        entries, self._calls = self._calls, []
+        bodies, oversize = P.batches_under(entries, P.MAX_BODY)
+        for body in bodies:
+            self._sock.send_multipart([P.CLIENT, P.command_byte(Command.SUBMIT), body]).add_done_callback(_settled)
+        for entry, size in oversize:
+            fut = self._outcomes.get(entry["id"])
+            if fut is not None and not fut.done():
+                fut.set_exception(TaskRejected("too-large", f"the task is {size} bytes, over the "
+                                                            f"{P.MAX_BODY}-byte limit of one message"))
 
     async def cancel(self, *ids: str) -> None:
         self._check_reachable()

@@ -167,6 +167,10 @@ def test_every_readme_example_runs(session):
     client = next(v for k, v in outputs.items() if "submit_workflow" in k)
     assert "tests passed" in client and "docs made" in client and "done" in client
     assert Path(session.cwd, "xor.net").exists() and Path(session.cwd, "rescued", "data.mdb").exists()
+    configs = [json.loads(m) for m in re.findall(r"```json\n(.*?)```", text, re.S)]  # the MCP client configs
+    servers = [c.get("servers", c.get("mcpServers"))["orchflow"] for c in configs]
+    assert len(servers) == 2 and all((s["command"], s["args"]) == ("orchflow", ["mcp"]) for s in servers)
+    assert shutil.which("orchflow")  # what they start; tests/bridge/test_ws_mcp.py drives `orchflow mcp` itself
     rpc = [json.loads(ln) for ln in next(v for k, v in outputs.items() if "serve --stdio" in k).splitlines()
            if ln.startswith("{")]
     assert rpc[0]["method"] == "swarm.state" and rpc[-1]["result"]["result"] == "hi"

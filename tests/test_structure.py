@@ -15,7 +15,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("bus", "agents", "neural", "store", "launcher")
+PACKAGES = ("bus", "agents", "neural", "store", "launcher", "bridge")
 KNOWN: set[frozenset[str]] = set()
 
 
@@ -86,3 +86,13 @@ def test_no_import_circles_beyond_the_known_one():
     assert {"bus.broker", "bus.workflow", "neural.cascade"} <= set(graph)
     found = circles(graph)
     assert found <= KNOWN, f"new import circles: {[sorted(c) for c in found - KNOWN]}"
+
+
+def test_every_package_is_installed():
+    """``pip install .`` installs what pyproject lists, and subpackages are not implied: a
+    package missing there works from a checkout and breaks the installed console scripts."""
+    import tomllib
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(p.parent.relative_to(ROOT).parts) for top in PACKAGES
+             for p in (ROOT / top).rglob("__init__.py")}
+    assert found <= listed, f"packages missing from pyproject.toml: {sorted(found - listed)}"

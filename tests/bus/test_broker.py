@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from bus import BrokerUnavailable, Client, TaskFailed
+from bus import BrokerUnavailable, Client, TaskFailed, TaskRejected
 from bus import protocol as P
 from bus.aclient import AsyncClient
 
@@ -200,6 +200,32 @@ def test_async_client(swarm):
             with pytest.raises(TaskFailed):
                 await c.result(task, timeout=5)
             assert (await c.status())["counters"]["cancelled"] == 1
+
+    asyncio.run(main())
+
+
+def test_async_client_batches_calls_answers_status_in_order_and_refusals_fast(swarm):
+    """What the IDE bridge leans on (issue #15): concurrent status() calls each get a
+    reply (one shared future used to lose all but the last); a burst of 200 call()s
+    (sent as one SUBMIT per loop turn) all come back; a refused ack=false call raises
+    TaskRejected at once (it used to wait for a FETCH and report an unknown task);
+    manage() works."""
+    swarm.agent("a1", capacity=8)
+    swarm.wait_agents(1)
+
+    async def main():
+        async with AsyncClient(swarm.endpoints.frontend) as c:
+            replies = await asyncio.gather(*(c.status() for _ in range(20)))
+            assert len(replies) == 20 and all(r["version"] == P.VERSION for r in replies)
+            before = (await c.status())["counters"]["submitted"]
+            assert await asyncio.gather(*(c.call("sys.echo", i, timeout=10) for i in range(200))) == list(range(200))
+            assert (await c.status())["counters"]["submitted"] == before + 200
+            t = time.monotonic()
+            with pytest.raises(TaskRejected) as refused:
+                await c.call("x" * 300, None, timeout=30)
+            assert refused.value.code == "bad-field" and time.monotonic() - t < 0.9  # before any FETCH
+            held = await c.submit("nobody.serves", None)
+            assert held in [row["id"] for row in await c.tasks(state="live")]
 
     asyncio.run(main())
 
