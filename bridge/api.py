@@ -79,10 +79,17 @@ class OrchflowAPI:
 
     # ------------------------------------------------------------------ plumbing
 
-    def _hub(self) -> EventHub:
+    async def _hub(self) -> EventHub:
+        """The event hub, made on first need and live before it is used: a watch or a
+        subscription made now misses nothing published after it."""
         self.link.require()
         if self.hub is None:
-            self.hub = EventHub(self.link.endpoints["events"])
+            hub = EventHub(self.link.endpoints["events"])
+            await hub.live(self.link.endpoints.get("events_in"))
+            if self.hub is None:
+                self.hub = hub
+            else:  # another request made one meanwhile
+                hub.close()
         return self.hub
 
     async def _guard(self, coro: Awaitable[Any]) -> Any:
@@ -153,7 +160,7 @@ class OrchflowAPI:
         task_id = client.new_id()
         watching = progress is not None or session is not None
         if watching:
-            self._watch(task_id, session, progress)  # before the submission: no early line is missed
+            await self._watch(task_id, session, progress)  # before the submission: no early line is missed
         try:
             return await self._guard(client.call_outcome(kind, payload, timeout, task_id=task_id, project=project,
                                                          **(opts or {})))
@@ -165,7 +172,7 @@ class OrchflowAPI:
             if watching:
                 self._unwatch(task_id, session)
 
-    def _watch(self, task_id: str, session: Session | None, progress: Progress | None) -> None:
+    async def _watch(self, task_id: str, session: Session | None, progress: Progress | None) -> None:
         loop = asyncio.get_running_loop()
 
         def deliver(_topic: str, body: Any) -> None:
@@ -175,7 +182,7 @@ class OrchflowAPI:
             elif session is not None:
                 session.notify("progress", {"id": task_id, "data": data})
 
-        self._hub().watch_progress(task_id, deliver)
+        (await self._hub()).watch_progress(task_id, deliver)
         if session is not None:
             session.watched.add(task_id)
 
@@ -233,9 +240,15 @@ class OrchflowAPI:
         if wait:
             return await self._submit_and_wait(kind, payload, project, timeout, s if progress else None, None, opts)
         self._check_size(kind, [payload])
-        task_id = await self._guard(client.submit(kind, payload, project=project, **opts))
-        if progress:
-            self._watch(task_id, s, None)  # until the session closes (or tasks.result waited for it)
+        task_id = client.new_id()
+        if progress:  # watched before it exists, so its first line is not missed; until the session
+            await self._watch(task_id, s, None)  # closes, or tasks.result saw it final
+        try:
+            await self._guard(client.submit(kind, payload, task_id=task_id, project=project, **opts))
+        except RpcError:
+            if progress:
+                self._unwatch(task_id, s)
+            raise
         return {"id": task_id}
 
     async def tasks_submit_many(self, p: Params, s: Session) -> Any:
@@ -387,7 +400,7 @@ class OrchflowAPI:
             topic, body = event
             s.notify("event", {"subscription": sid, "topic": topic, "event": to_json(body), "received": time.time()})
 
-        sid = self._hub().subscribe(topics, deliver)
+        sid = (await self._hub()).subscribe(topics, deliver)
         s.subscriptions.add(sid)
         return {"subscription": sid, "topics": topics or [""]}
 

@@ -1,20 +1,26 @@
 """One SUB socket for every connection of a bridge, subscribed to the union of what
 they asked for.  The broker builds only the events someone subscribed to, so the hub
-subscribes a topic while at least one subscription (or one watched task's progress)
-needs it, and unsubscribes when the last goes.  ZeroMQ resends subscriptions when the
-swarm's event proxy comes back after a restart."""
+subscribes a topic while at least one subscription needs it, and unsubscribes when the
+last goes.  ``task.progress`` stays subscribed from the start: a task's first progress
+line can come milliseconds after its submission, sooner than a new subscription
+reaches the broker.  :meth:`EventHub.live` waits until the subscriptions made so far
+are in force (a probe through events-in, as ``Subscription.wait_live``).  ZeroMQ
+resends subscriptions when the swarm's event proxy comes back after a restart."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import logging
+import secrets
+import time
 from typing import Any, Callable
 
 import zmq
 import zmq.asyncio
 
 from bus import protocol as P
+from bus.client import PROBE_PREFIX
 
 log = logging.getLogger("orchflow.bridge")
 
@@ -33,6 +39,34 @@ class EventHub:
         self._progress: dict[str, Deliver] = {}  # task id -> where its progress goes
         self._ids = itertools.count(1)
         self._reader: asyncio.Task | None = None
+        self._probe: tuple[bytes, asyncio.Future] | None = None
+        self._want("task.progress")  # for good: see the module docstring
+
+    async def live(self, events_in: str | None, timeout: float = 2.0) -> bool:
+        """Until a probe published through ``events_in`` comes back (so every topic
+        subscribed before it is in force); False if it never came."""
+        if not events_in:
+            return False
+        topic = PROBE_PREFIX + secrets.token_hex(8).encode()
+        self.sock.subscribe(topic)
+        fut = asyncio.get_running_loop().create_future()
+        self._probe = (topic, fut)
+        pub = self.ctx.socket(zmq.PUB)
+        pub.linger = 0
+        pub.connect(events_in)
+        try:
+            deadline = time.monotonic() + timeout
+            while not fut.done() and time.monotonic() < deadline:
+                await pub.send_multipart([topic, P.pack(None)])
+                try:
+                    await asyncio.wait_for(asyncio.shield(fut), 0.01)
+                except asyncio.TimeoutError:
+                    pass
+            return fut.done()
+        finally:
+            pub.close(linger=0)
+            self.sock.unsubscribe(topic)
+            self._probe = None
 
     def _want(self, topic: str) -> None:
         self._topics[topic] = self._topics.get(topic, 0) + 1
@@ -64,17 +98,20 @@ class EventHub:
         return True
 
     def watch_progress(self, task_id: str, deliver: Deliver) -> None:
-        if task_id not in self._progress:
-            self._want("task.progress")
         self._progress[task_id] = deliver
 
     def unwatch_progress(self, task_id: str) -> None:
-        if self._progress.pop(task_id, None) is not None:
-            self._drop("task.progress")
+        self._progress.pop(task_id, None)
 
     async def _read(self) -> None:
         while True:
             frames = await self.sock.recv_multipart()
+            if self._probe is not None and frames[0] == self._probe[0]:
+                if not self._probe[1].done():
+                    self._probe[1].set_result(None)
+                continue
+            if frames[0].startswith(PROBE_PREFIX):
+                continue  # another client's probe
             try:
                 topic, body = frames[0].decode(errors="replace"), P.unpack(frames[1])
             except Exception:  # noqa: BLE001 - junk from a third-party publisher: skip it

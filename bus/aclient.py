@@ -131,15 +131,19 @@ class AsyncClient:
         if path is not None and not os.path.exists(path):
             raise BrokerUnavailable(f"no broker at {self.endpoint}: the socket file does not exist")
 
-    async def submit(self, kind: str, payload: Any = None, **opts: Any) -> str:
-        ids = await self.submit_many(kind, [payload], **opts)
+    async def submit(self, kind: str, payload: Any = None, task_id: str | None = None, **opts: Any) -> str:
+        """``task_id``: one from :meth:`new_id`, when the caller must know it before the
+        task exists (to watch its progress from its first line)."""
+        ids = await self.submit_many(kind, [payload], ids=[task_id] if task_id else None, **opts)
         return ids[0]
 
-    async def submit_many(self, kind: str, payloads: list[Any], **opts: Any) -> list[str]:
+    async def submit_many(self, kind: str, payloads: list[Any], ids: list[str] | None = None,
+                          **opts: Any) -> list[str]:
         self._check_reachable()
         self._ensure_reader()
         project = opts.pop("project", None) or self.project
-        entries = [task_entry(f"{self._prefix}-{next(self._ids)}", kind, p, project, **opts) for p in payloads]
+        ids = ids or [self.new_id() for _ in payloads]
+        entries = [task_entry(i, kind, p, project, **opts) for i, p in zip(ids, payloads)]
         ids = [e["id"] for e in entries]
         await self._send_and_wait_acks(Command.SUBMIT, entries, ids)
         return ids

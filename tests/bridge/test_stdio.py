@@ -131,12 +131,6 @@ class RpcPipe:
         assert not self.garbage, f"the server wrote non-JSON to stdout: {self.garbage[:3]}"
 
 
-@pytest.fixture(scope="module")
-def swarm():
-    with launched_swarm("--agents", "2") as launched:
-        yield launched
-
-
 @pytest.fixture
 def rpc(swarm):
     pipe = RpcPipe(swarm[0])

@@ -19,17 +19,10 @@ from websockets.exceptions import InvalidStatus
 
 from bus.client import Client
 from launcher.procs import free_tcp_block
-from tests.conftest import launched_swarm
 
 pytestmark = pytest.mark.timeout(180)
 
 XOR = "4 2 1\n-1 -1\n-1\n-1 1\n1\n1 -1\n1\n1 1\n-1\n"
-
-
-@pytest.fixture(scope="module")
-def swarm():
-    with launched_swarm("--agents", "2") as launched:
-        yield launched
 
 
 @pytest.fixture

@@ -18,33 +18,15 @@ import time
 import pytest
 
 from launcher import exit_codes
-from launcher.supervisor import pid_alive
+from tests.conftest import launched_swarm
 
 pytestmark = pytest.mark.timeout(120)
 
 
 @pytest.fixture(scope="module")
 def env():
-    home = tempfile.mkdtemp(prefix="of-cli-")
-    env = dict(os.environ, ORCHFLOW_HOME=home)
-    proc = subprocess.Popen(["orchflow-launch", "--agents", "2"], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.STDOUT, start_new_session=True)
-    state_file = os.path.join(home, "run", "state.json")
-    try:
-        deadline = time.monotonic() + 30
-        while not (os.path.exists(state_file) and json.load(open(state_file)).get("ready")):
-            assert time.monotonic() < deadline and proc.poll() is None, "the swarm did not start"
-            time.sleep(0.1)
-        yield env
-    finally:
-        pids = json.load(open(state_file))["pids"].values() if os.path.exists(state_file) else []
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        for pid in pids:  # nothing left behind, pass or fail
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        subprocess.run(["rm", "-rf", home])
+    with launched_swarm("--agents", "2") as (environ, _home, _state):
+        yield environ
 
 
 def orchflow(env, *args, stdin: bytes | None = None, cwd: str | None = None,

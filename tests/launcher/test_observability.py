@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import threading
 import time
 import urllib.request
@@ -22,6 +21,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from bus.client import Client
 from launcher.supervisor import pid_alive
+from tests.conftest import launched_swarm
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -36,27 +36,9 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def swarm():
-    home = tempfile.mkdtemp(prefix="of-obs-")
     port = free_port()
-    env = dict(os.environ, ORCHFLOW_HOME=home)
-    proc = subprocess.Popen(["orchflow-launch", "--agents", "2", "--metrics", str(port), "--log-format", "json"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
-    state_file = os.path.join(home, "run", "state.json")
-    try:
-        deadline = time.monotonic() + 30
-        while not (os.path.exists(state_file) and json.load(open(state_file)).get("ready")):
-            assert time.monotonic() < deadline and proc.poll() is None, "the swarm did not start"
-            time.sleep(0.1)
-        yield {"env": env, "home": home, "port": port, "endpoints": json.load(open(state_file))["endpoints"]}
-    finally:
-        pids = json.load(open(state_file))["pids"].values() if os.path.exists(state_file) else []
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        for pid in pids:  # nothing left behind, pass or fail
-            if pid_alive(pid):
-                os.kill(pid, signal.SIGKILL)
-        shutil.rmtree(home, ignore_errors=True)
+    with launched_swarm("--agents", "2", "--metrics", str(port), "--log-format", "json") as (env, home, state):
+        yield {"env": env, "home": home, "port": port, "endpoints": state["endpoints"]}
 
 
 def client(swarm) -> Client:
