@@ -99,8 +99,7 @@ class SwarmTop(App):
     #sparks Vertical { border: round $primary-darken-2; }
     #bottom { height: 10; }
     #workflows, #detail { width: 1fr; border: round $primary-darken-2; padding: 0 1; }
-    #filter { dock: bottom; display: none; }
-    #filter.shown { display: block; }
+    #filter { dock: bottom; height: 1; border: none; padding: 0 1; }
     """
     BINDINGS = [("q", "quit", "quit"), ("f", "filter", "filter"), ("escape", "clear_filter", "clear filter"),
                 ("c", "cancel_task", "cancel task"), ("enter", "show_task", "show task")]
@@ -138,7 +137,9 @@ class SwarmTop(App):
         with Horizontal(id="bottom"):
             yield Static("no workflows running", id="workflows")
             yield Static("select a live task and press Enter", id="detail")
-        yield Input(placeholder="filter by kind or project; Enter applies, Esc clears", id="filter")
+        # Always shown (a hidden one cannot take focus at once, and keys typed right after
+        # `f` would go elsewhere): `f` focuses it.
+        yield Input(placeholder="f: filter by kind or project (Enter applies, Esc clears)", id="filter")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -239,20 +240,16 @@ class SwarmTop(App):
     # ------------------------------------------------------------------ keys
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
-        box.add_class("shown")
-        box.focus()
+        self.query_one("#filter", Input).focus()
 
     def on_input_submitted(self, event: Input.Submitted) -> None:
         self.filter = event.value.strip()
-        event.input.remove_class("shown")
         self.query_one("#tasks", DataTable).focus()
         self.refresh_view()
 
     def action_clear_filter(self) -> None:
         box = self.query_one("#filter", Input)
         box.value, self.filter = "", ""
-        box.remove_class("shown")
         self.query_one("#tasks", DataTable).focus()
         self.refresh_view()
 
