@@ -122,7 +122,14 @@ def test_live_outputs_and_training(kind):
     check_init(cases.init_case(LIB, kind, seed=91))
     check_run(cases.run_case(LIB, kind, Activation.SIGMOID_SYMMETRIC, Activation.ELLIOT, seed=5))
     for algorithm in cases.ALGORITHMS:
-        check_train(cases.train_case(LIB, kind, algorithm, seed=23))
+        # libfann seeds its own rand() from /dev/urandom when it creates a net, so each run
+        # trains a new random sparse net.  libfann's sparse incremental update reads the
+        # wrong neurons (a quirk we reproduce, see cases.train_case), which makes training
+        # chaotic: over 25 epochs about 1 random net in 150 amplifies last-bit summation-order
+        # differences past rtol 1e-6 (measured on this code and on cc571e3 alike: 3/150
+        # each; 2/300).  Over 12 epochs: 0/300.  The recorded golden cases keep 25.
+        epochs = 12 if (kind, algorithm) == ("sparse", "incremental") else 25
+        check_train(cases.train_case(LIB, kind, algorithm, seed=23, epochs=epochs))
 
 
 @live
