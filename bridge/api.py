@@ -21,7 +21,7 @@ from .errors import REJECTED, TIMEOUT, UNKNOWN_TASK, RpcError, invalid_params, u
 from .events import EventHub
 from .jsonsafe import from_json, to_json
 from .params import Params
-from .swarm import READY, STOPPED, SwarmLink, launch_detached, swarm_running
+from .swarm import READY, STOPPED, SwarmLink, launch_detached, launcher_alive
 
 Notify = Callable[[str, dict[str, Any]], None]
 Progress = Callable[[dict[str, Any]], Awaitable[None]]
@@ -92,8 +92,9 @@ class OrchflowAPI:
                 hub.close()
         return self.hub
 
-    async def _guard(self, coro: Awaitable[Any]) -> Any:
-        """Bus errors as JSON-RPC errors; a swarm that goes away fails the request."""
+    async def _guard(self, coro: Awaitable[Any], task_id: str | None = None) -> Any:
+        """Bus errors as JSON-RPC errors; a swarm that goes away fails the request.  A
+        wait that ran out names ``task_id``: the task goes on."""
         try:
             return await self.link.guarded(coro)
         except TaskRejected as exc:
@@ -103,7 +104,7 @@ class OrchflowAPI:
         except BrokerUnavailable as exc:
             raise unavailable(self.link.state, str(exc)) from None
         except TimeoutError as exc:
-            raise RpcError(TIMEOUT, str(exc)) from None
+            raise RpcError(TIMEOUT, str(exc), {"id": task_id} if task_id else None) from None
 
     def _project(self, p: Params) -> str:
         return p.text("project", self.project)
@@ -117,7 +118,7 @@ class OrchflowAPI:
         return {k: v for k, v in opts.items() if v is not None}
 
     @staticmethod
-    def _check_size(kind: str, payloads: list[Any]) -> None:
+    def _check_size(payloads: list[Any]) -> None:
         try:
             size = sum(len(P.pack(x)) for x in payloads)
         except (ValueError, TypeError, OverflowError) as exc:  # msgpack: too deep, int beyond 64 bits
@@ -136,12 +137,7 @@ class OrchflowAPI:
             if state not in P.State.FINAL:
                 return {"id": task_id, "state": state}
             timeout = 5.0
-        try:
-            return await self._guard(client.outcome(task_id, timeout))
-        except RpcError as exc:
-            if exc.code == TIMEOUT:
-                exc.data = {"id": task_id}
-            raise
+        return await self._guard(client.outcome(task_id, timeout), task_id)
 
     async def _run(self, kind: str, payload: Any, project: str, timeout: float,
                    session: Session | None = None, progress: Progress | None = None) -> Any:
@@ -156,18 +152,14 @@ class OrchflowAPI:
                                session: Session | None, progress: Progress | None,
                                opts: dict[str, Any] | None = None) -> dict[str, Any]:
         client = self.link.require()
-        self._check_size(kind, [payload])
+        self._check_size([payload])
         task_id = client.new_id()
         watching = progress is not None or session is not None
         if watching:
             await self._watch(task_id, session, progress)  # before the submission: no early line is missed
         try:
             return await self._guard(client.call_outcome(kind, payload, timeout, task_id=task_id, project=project,
-                                                         **(opts or {})))
-        except RpcError as exc:
-            if exc.code == TIMEOUT:
-                exc.data = {"id": task_id}
-            raise
+                                                         **(opts or {})), task_id)
         finally:
             if watching:
                 self._unwatch(task_id, session)
@@ -210,7 +202,7 @@ class OrchflowAPI:
         capacity = p.integer("capacity", None, 1, 4096)
         wait = p.number("timeout", 60.0, 1, 600)
         p.done()
-        if not swarm_running(self.link.home):
+        if not launcher_alive(self.link.home):
             extra = (["--agents", str(agents)] if agents else []) + (["--capacity", str(capacity)] if capacity else [])
             code = await asyncio.to_thread(launch_detached, self.link.home, extra)
             if code != 0:
@@ -239,7 +231,7 @@ class OrchflowAPI:
         client = self.link.require()
         if wait:
             return await self._submit_and_wait(kind, payload, project, timeout, s if progress else None, None, opts)
-        self._check_size(kind, [payload])
+        self._check_size([payload])
         task_id = client.new_id()
         if progress:  # watched before it exists, so its first line is not missed; until the session
             await self._watch(task_id, s, None)  # closes, or tasks.result saw it final
@@ -257,7 +249,7 @@ class OrchflowAPI:
         opts = self._options(p)
         p.done()
         client = self.link.require()
-        self._check_size(kind, payloads)
+        self._check_size(payloads)
         return {"ids": await self._guard(client.submit_many(kind, payloads, project=project, **opts))}
 
     async def tasks_result(self, p: Params, s: Session) -> Any:
@@ -304,7 +296,7 @@ class OrchflowAPI:
         timeout = p.number("timeout", DEFAULT_WAIT, 0.001, MAX_WAIT)
         p.done()
         client = self.link.require()
-        self._check_size("workflow", [steps])
+        self._check_size([steps])
         wf_id = await self._guard(client.submit_workflow(steps, strategy=strategy, project=project))
         if wait:
             return await self._outcome(wf_id, True, timeout)

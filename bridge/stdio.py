@@ -20,7 +20,7 @@ from pathlib import Path
 from .api import OrchflowAPI, Session
 from .errors import PARSE_ERROR, RpcError
 from .jsonrpc import MAX_MESSAGE, Dispatcher, dumps, error_response, notification
-from .swarm import SwarmLink, launch_detached, swarm_running
+from .swarm import SwarmLink, launch_detached, launcher_alive
 
 log = logging.getLogger("orchflow.bridge")
 
@@ -81,7 +81,7 @@ async def serve_stdio(home: Path, ensure: bool = False, project: str = "default"
     session.notify("swarm.state", link.info())  # the first word: where things stand
     link.listen(lambda state, info: session.notify("swarm.state", info))
     watch = asyncio.create_task(link.run())
-    if ensure and not swarm_running(home):
+    if ensure and not launcher_alive(home):
         asyncio.create_task(asyncio.to_thread(launch_detached, home))
     pending: set[asyncio.Task] = set()
 

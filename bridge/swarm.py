@@ -167,7 +167,8 @@ class SwarmLink:
             self.client = None
 
 
-def swarm_running(home: Path) -> bool:
+def launcher_alive(home: Path) -> bool:
+    """A launcher runs under ``home`` (its swarm may be starting or restarting): start no second one."""
     state = read_state(Path(home))
     return bool(state) and pid_alive(state.get("launcher_pid"))
 

@@ -32,7 +32,7 @@ from websockets.http11 import Request, Response
 
 from .api import OrchflowAPI, Session
 from .jsonrpc import MAX_MESSAGE, Dispatcher, notification
-from .swarm import SwarmLink, launch_detached, swarm_running
+from .swarm import SwarmLink, launch_detached, launcher_alive
 
 log = logging.getLogger("orchflow.bridge")
 
@@ -135,7 +135,7 @@ class WsServer:
                     ready: asyncio.Event | None = None, ensure: bool = False) -> None:
         await self.link.check()
         watch = asyncio.create_task(self.link.run())
-        if ensure and not swarm_running(self.home):
+        if ensure and not launcher_alive(self.home):
             asyncio.create_task(asyncio.to_thread(launch_detached, self.home))
         try:
             async with serve(self.handle, host, port, origins=[None, *self.allow_origins],

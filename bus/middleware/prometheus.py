@@ -139,7 +139,7 @@ class Metrics(Middleware):
             unserved.add_metric([kind], n)
         age = GaugeMetricFamily("orchflow_queue_oldest_age_seconds", "How long the oldest queued task of a kind "
                                 "has waited.", labels=["kind"])
-        for kind, seconds in host.queue_ages().items():
+        for kind, seconds in status["ages"].items():
             age.add_metric([kind], seconds)
         agents = GaugeMetricFamily("orchflow_agents", "Registered agents by state (busy: no credit left; "
                                    "draining: capacity 0).", labels=["state"])
