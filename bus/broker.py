@@ -90,7 +90,7 @@ class Counters:
     retried: int = 0
     agents_joined: int = 0
     agents_lost: int = 0      # vanished (heartbeat), revoked, or disconnected with work in flight
-    agents_left: int = 0      # disconnected cleanly, nothing in flight (drain, stop)
+    agents_drained: int = 0   # disconnected cleanly, nothing in flight (drain, stop)
     malformed_frontend: int = 0
     malformed_backend: int = 0
     late_results: int = 0
@@ -126,10 +126,12 @@ class Broker:
         self._next_unserved_check = 0.0
         self._seq = itertools.count()
         self._dirty: set[str] = set()
-        self._acks: dict[bytes, list[str]] = {}
+        # Replies to requests, sent after the turn's commit in the order the requests came
+        # (PROTOCOL 4.4); a 1.0 ACCEPTED stays open to the ids of the same client's next SUBMITs.
+        self._replies: list[tuple[zmq.Socket, bytes, Command, Any]] = []
+        self._open_acks: dict[bytes, list[str]] = {}
         self._results: dict[bytes, list[dict]] = {}
         self._early_results: dict[bytes, list[dict]] = {}  # for call()ers: sent before the commit
-        self._errors: list[tuple[zmq.Socket, bytes, dict]] = []
         self._assign: dict[bytes, list[dict]] = {}
         self._stop = threading.Event()
         self._id_prefix = f"{os.getpid():x}{int(time.time()) & 0xFFFFFF:x}"
@@ -139,7 +141,6 @@ class Broker:
         self.workflow_engine = WorkflowEngine(self)
         self.scheduler = Scheduler(self.journal, self)
         self.manager = Manager(self, self.scheduler)
-        self._managed: list[tuple[bytes, dict]] = []  # MANAGED replies, sent after the commit
         # The features around a task's life (bus/lifecycle.py, bus/middleware/): events and
         # the retry policy always; outcome records when learned routing has a store; then
         # whatever the caller adds (metrics).
@@ -376,11 +377,15 @@ class Broker:
             if command is Command.SUBMIT:
                 self._on_submit(identity, body, who)
             elif command is Command.CANCEL:
-                self._on_cancel(identity, P.parse_id_list(body, "CANCEL"), who)
+                self._on_cancel(identity, *P.parse_id_list(body, "CANCEL"), who)
             elif command is Command.FETCH:
-                self._on_fetch(identity, P.parse_id_list(body, "FETCH"), who)
+                self._on_fetch(identity, *P.parse_id_list(body, "FETCH"), who)
             elif command is Command.STATUS:
-                self._reply_status(identity, P.parse_id_list(body or {}, "STATUS", required=False), who)
+                ids, req = P.parse_id_list(body, "STATUS")
+                reply = self.status(ids, who)
+                if req is not None:
+                    reply["req"] = req
+                self._reply(self.frontend, identity, Command.STATUS_REPLY, reply)
             elif command is Command.WORKFLOW:
                 self._on_workflow(identity, body, who)
             elif command is Command.MANAGE:
@@ -388,27 +393,53 @@ class Broker:
                 reply = {"op": op, "result": self.manager.handle(op, request, who)}
                 if (ref := P.manage_ref(request)) is not None:
                     reply["ref"] = ref
-                self._managed.append((identity, reply))
+                if "req" in request:
+                    reply["req"] = request["req"]
+                self._reply(self.frontend, identity, Command.MANAGED, reply)
         except ProtocolError as exc:
             if exc.code != "forbidden":
                 self.counters.malformed_frontend += 1
-            ids = None
-            if isinstance(body, list):  # name the rejected tasks so pipelining clients can tell
-                ids = [e["id"] for e in body if isinstance(e, dict) and isinstance(e.get("id"), str)]
-            elif isinstance(body, dict) and isinstance(body.get("id"), str):  # a WORKFLOW
-                ids = [body["id"]]
-            self._errors.append((self.frontend, identity, P.error_body(exc.code, exc.message, ids,
-                                                                       P.manage_ref(body))))
+            self._reply(self.frontend, identity, Command.ERROR, self._client_error(exc, body))
         except Exception:  # noqa: BLE001 - defence in depth: one message's bug must not end the broker
             self._internal_error(self.frontend, identity, "client")
+
+    def _client_error(self, exc: ProtocolError, body: Any) -> dict[str, Any]:
+        """The ERROR for a refused request: its ``req``, and the ids it names, so a
+        pipelining client knows which request and which tasks were refused."""
+        entries = body.get("tasks") if isinstance(body, dict) else body
+        ids = None
+        if isinstance(entries, list):  # a SUBMIT's tasks
+            ids = [e["id"] for e in entries if isinstance(e, dict) and isinstance(e.get("id"), str)]
+        elif isinstance(body, dict) and isinstance(body.get("id"), str):  # a WORKFLOW
+            ids = [body["id"]]
+        error = P.error_body(exc.code, exc.message, ids, P.manage_ref(body))
+        if (req := P.request_req(body)) is not None:
+            error["req"] = req
+        return error
+
+    def _reply(self, sock: zmq.Socket, identity: bytes, command: Command, body: Any) -> None:
+        """Queue a reply; replies leave after the turn's commit, in request order."""
+        self._replies.append((sock, identity, command, body))
+        if sock is self.frontend:
+            self._open_acks.pop(identity, None)
+
+    def _ack(self, identity: bytes, task_id: str) -> None:
+        """A 1.0 acknowledgement: joins the ACCEPTED of this client's previous request
+        if that was a SUBMIT too (nothing else in between), else opens a new one."""
+        ids = self._open_acks.get(identity)
+        if ids is None:
+            ids = []
+            self._reply(self.frontend, identity, Command.ACCEPTED, ids)
+            self._open_acks[identity] = ids
+        ids.append(task_id)
 
     def _internal_error(self, sock: zmq.Socket, identity: bytes, side: str) -> None:
         """A bug met while handling one message: logged with its traceback, counted
         (``internal_errors``), answered with ERROR ``internal``; the broker serves on."""
         self.counters.internal_errors += 1
         log.exception("internal error on a %s message (%d so far)", side, self.counters.internal_errors)
-        self._errors.append((sock, identity, P.error_body("internal", "the broker failed on this message "
-                                                                      "(logged); nothing else was changed by it")))
+        self._reply(sock, identity, Command.ERROR, P.error_body("internal", "the broker failed on this message "
+                                                                          "(logged); nothing else was changed by it"))
 
     def _forbidden(self, message: str) -> ProtocolError:
         self.counters.forbidden += 1
@@ -430,9 +461,7 @@ class Broker:
         return existing
 
     def _on_submit(self, identity: bytes, body: Any, who: Principal) -> None:
-        if not isinstance(body, list) or not 0 < len(body) <= P.MAX_BATCH:
-            raise ProtocolError("bad-body", f"SUBMIT body must be a list of 1..{P.MAX_BATCH} tasks")
-        specs = [P.parse_submission(e) for e in body]  # all-or-nothing: validate first
+        specs, req = P.parse_submit(body)  # all-or-nothing: validate first
         found: dict[str, Task] = {}
         for spec in specs:  # ... and authorize first: a refused batch changes nothing
             self._check_project(who, spec.project)
@@ -440,7 +469,7 @@ class Broker:
                 if existing.project != spec.project or not who.may_act_for(existing.project):
                     raise self._forbidden(f"task id {spec.id!r} is taken")
                 found[spec.id] = existing
-        acks = self._acks.setdefault(identity, [])
+        acked: list[str] = []  # for a SUBMIT with a req: its own ACCEPTED, whatever the ack flags
         for spec in specs:
             existing = found.get(spec.id) if spec.id is not None else None
             task_id = spec.id or self._new_id()
@@ -450,15 +479,18 @@ class Broker:
                     existing.watchers.append(identity)
                 if existing.state in State.FINAL:
                     self._results.setdefault(identity, []).append(existing.outcome())
-                if spec.ack:
-                    acks.append(task_id)
-                continue
-            task = self._accept(spec, task_id, who.name)
-            task.watchers.append(identity)
+            else:
+                task = self._accept(spec, task_id, who.name)
+                task.watchers.append(identity)
+                if not spec.ack:  # ack=false (call): the RESULT is the answer, and it need not wait for a commit
+                    task.caller = identity
             if spec.ack:
-                acks.append(task_id)
-            else:  # ack=false (call): the RESULT is the answer, and it need not wait for a commit
-                task.caller = identity
+                if req is None:
+                    self._ack(identity, task_id)
+                else:
+                    acked.append(task_id)
+        if req is not None:
+            self._reply(self.frontend, identity, Command.ACCEPTED, {"req": req, "ids": acked})
 
     def _journaled_final(self, task_id: str) -> Task | None:
         """A task that finished before a restart (or left ``recent``): a resubmitted
@@ -488,7 +520,10 @@ class Broker:
                 self._results.setdefault(identity, []).append(existing.outcome())
         else:
             self.workflow_engine.create(spec, wf_id, identity, owner=who.name)
-        self._acks.setdefault(identity, []).append(wf_id)
+        if isinstance(body.get("req"), (str, int)):  # validated with the body
+            self._reply(self.frontend, identity, Command.ACCEPTED, {"req": body["req"], "ids": [wf_id]})
+        else:
+            self._ack(identity, wf_id)
 
     def _enqueue(self, task: Task, front: bool = False) -> None:
         self.tasks[task.id] = task
@@ -591,7 +626,7 @@ class Broker:
         for hook in self.hooks.submitted:
             hook(task)
 
-    def _on_cancel(self, identity: bytes, ids: list[str], who: Principal) -> None:
+    def _on_cancel(self, identity: bytes, ids: list[str], req: str | int | None, who: Principal) -> None:
         unknown, forbidden = [], []
         for task_id in ids:
             task = self.tasks.get(task_id)
@@ -614,19 +649,32 @@ class Broker:
                 self.workflow_engine.cancel(wf)
                 continue
             self._finish(task, State.CANCELLED, error="cancelled by client")
-        self._refuse_ids(identity, who, unknown, forbidden, "no such live task")
+        self._answer_ids(identity, who, ids, unknown, forbidden, req, "no such task")
 
-    def _refuse_ids(self, identity: bytes, who: Principal, unknown: list[str], forbidden: list[str],
-                    unknown_message: str) -> None:
-        if unknown:
-            self._errors.append((self.frontend, identity, P.error_body("unknown-task", unknown_message, unknown)))
+    def _answer_ids(self, identity: bytes, who: Principal, ids: list[str], unknown: list[str],
+                    forbidden: list[str], req: str | int | None, unknown_message: str) -> None:
+        """CANCEL's and FETCH's answer besides RESULTs.  With a ``req`` (1.1): one ACCEPTED
+        naming what was acted on and what was not.  Without (1.0): an ERROR for each
+        refused group only."""
         if forbidden:
             self.counters.forbidden += 1
-            self._errors.append((self.frontend, identity, P.error_body(
+        if req is not None:
+            refused = set(unknown) | set(forbidden)
+            reply: dict[str, Any] = {"req": req, "ids": [i for i in dict.fromkeys(ids) if i not in refused]}
+            if unknown:
+                reply["unknown"] = unknown
+            if forbidden:
+                reply["forbidden"] = forbidden
+            self._reply(self.frontend, identity, Command.ACCEPTED, reply)
+            return
+        if unknown:
+            self._reply(self.frontend, identity, Command.ERROR, P.error_body("unknown-task", unknown_message, unknown))
+        if forbidden:
+            self._reply(self.frontend, identity, Command.ERROR, P.error_body(
                 "forbidden", f"identity {who.name!r} may act for {who.describe_projects()}; "
-                             f"these tasks belong to another project", forbidden)))
+                             f"these tasks belong to another project", forbidden))
 
-    def _on_fetch(self, identity: bytes, ids: list[str], who: Principal) -> None:
+    def _on_fetch(self, identity: bytes, ids: list[str], req: str | int | None, who: Principal) -> None:
         unknown, forbidden = [], []
         out = self._results.setdefault(identity, [])
         for task_id in ids:
@@ -652,7 +700,7 @@ class Broker:
                     forbidden.append(task_id)
             else:
                 unknown.append(task_id)
-        self._refuse_ids(identity, who, unknown, forbidden, "no such task")
+        self._answer_ids(identity, who, ids, unknown, forbidden, req, "no such task")
 
     def status(self, ids: list[str] | None = None, who: Principal = UNRESTRICTED_LOCAL) -> dict[str, Any]:
         """The swarm as ``who`` may see it: a client bound to projects sees their tasks
@@ -662,6 +710,7 @@ class Broker:
         now_m, window = time.monotonic(), self.config.heartbeat_interval * self.config.heartbeat_liveness
         body: dict[str, Any] = {
             "version": P.VERSION,
+            "protocol": P.PROTOCOL,
             "uptime": time.time() - self.started,
             "agents": [{"name": a.name, "kinds": a.kinds, "capacity": a.capacity, "prefetch": a.prefetch,
                         "inflight": len(a.inflight), "completed": a.completed, "failed": a.failed,
@@ -702,9 +751,6 @@ class Broker:
                 body["forbidden"] = forbidden
         return body
 
-    def _reply_status(self, identity: bytes, ids: list[str], who: Principal) -> None:
-        self._send(self.frontend, identity, P.client_message(Command.STATUS_REPLY, self.status(ids, who)))
-
     # ------------------------------------------------------------------ agents
 
     def _on_agent(self, frames: list[bytes], who: Principal | None) -> None:
@@ -715,8 +761,8 @@ class Broker:
             self.counters.forbidden += 1
             if who is None and agent is not None:
                 self._lose_agent(agent, "identity revoked")
-            self._errors.append((self.backend, identity, P.error_body(
-                "forbidden", "this identity was revoked" if who is None else "not this agent's identity")))
+            self._reply(self.backend, identity, Command.ERROR, P.error_body(
+                "forbidden", "this identity was revoked" if who is None else "not this agent's identity"))
             return
         if agent is not None:  # any message, even a malformed one, is a sign of life (5.2)
             agent.expires = time.monotonic() + self.config.heartbeat_interval * self.config.heartbeat_liveness
@@ -755,7 +801,7 @@ class Broker:
         except ProtocolError as exc:
             if exc.code != "forbidden":
                 self.counters.malformed_backend += 1
-            self._errors.append((self.backend, identity, P.error_body(exc.code, exc.message)))
+            self._reply(self.backend, identity, Command.ERROR, P.error_body(exc.code, exc.message))
             if agent is None and command not in (None, Command.READY):
                 self._tell_to_register(identity)
         except Exception:  # noqa: BLE001 - as for clients
@@ -803,18 +849,20 @@ class Broker:
                 self._retry_or_fail(task, "lost", f"{agent.name} no longer holds it")
 
     def _on_ready(self, identity: bytes, body: Any, who: Principal) -> None:  # noqa: C901
-        name, kinds, capacity = P.parse_ready(body)
-        prefetch = P.parse_prefetch(body) if capacity else 0
+        ready = P.parse_ready(body)
+        name, kinds, capacity, prefetch, max_body = ready.name, ready.kinds, ready.capacity, ready.prefetch, \
+            ready.max_body
         if not who.is_agent:
             raise self._forbidden(f"identity {who.name!r} is a client key, not an agent key")
         refused = [k for k in kinds if not who.may_serve(k)]
         if refused:
             raise self._forbidden(f"identity {who.name!r} may not serve kinds {refused}")
-        running = P.parse_running(body) or []
-        max_body = P.parse_max_body(body)
+        running = ready.running
         now_m = time.monotonic()
         agent = self.agents.get(identity)
         if agent is not None:  # capacity update (drain sends capacity 0)
+            if capacity == 0 and agent.capacity > 0:
+                self.events.publish("agent.draining", {"name": agent.name, "inflight": len(agent.inflight)})
             agent.capacity = capacity
             agent.prefetch = prefetch
             agent.max_body = max_body
@@ -856,15 +904,21 @@ class Broker:
                 error: str | None, retry: bool) -> None:
         """An answer from ``agent``.  Only the agent the task is assigned to settles it:
         anything else is a late answer after a re-dispatch, or a forgery."""
-        if task_id in agent.inflight:  # its credit comes back either way
-            del agent.inflight[task_id]
+        held = agent.inflight.pop(task_id, None) is not None
+        if held:  # its credit comes back either way
             agent.completed += 1
             if state != State.DONE:
                 agent.failed += 1
             self._dirty.update(agent.kinds)
         task = self.tasks.get(task_id)
         if task is None or task.agent != agent.identity:
-            self.counters.late_results += 1
+            # Held and already final: the answer to a CANCEL or an expiry, as expected (5.4).
+            # Not held: taken from this agent and given to another (late), or never given it.
+            if not held:
+                if task is not None or self.recent.get(task_id) is not None:
+                    self.counters.late_results += 1
+                else:
+                    self.counters.unassigned_results += 1
             return
         for hook in self.hooks.answered:
             hook(task, agent, state == State.DONE)
@@ -882,7 +936,7 @@ class Broker:
             task = self.tasks.get(entry["id"])
             if task is not None and task.agent == agent.identity:
                 self.events.publish("task.progress", {"id": task.id, "kind": task.kind, "project": task.project,
-                                                      "data": entry.get("data")})
+                                                      "agent": agent.name, "data": entry.get("data")})
             else:
                 self.counters.unassigned_results += 1
 
@@ -1022,9 +1076,9 @@ class Broker:
             if agent in peers:
                 peers.remove(agent)
         if clean:
-            self.counters.agents_left += 1
-            log.info("agent %s left after %d tasks", agent.name, agent.completed)
-            self.events.publish("agent.left", {"name": agent.name, "completed": agent.completed})
+            self.counters.agents_drained += 1
+            log.info("agent %s drained and left after %d tasks", agent.name, agent.completed)
+            self.events.publish("agent.drained", {"name": agent.name, "completed": agent.completed})
             for hook in self.hooks.agent_gone:
                 hook(agent, reason, True)
             return
@@ -1121,23 +1175,15 @@ class Broker:
                 hook(took, staged)
         else:
             self.journal.commit()
-        if self._errors:
-            for sock, identity, body in self._errors:
-                signature = P.CLIENT if sock is self.frontend else P.AGENT
-                self._send(sock, identity, P.message(signature, Command.ERROR, body))
-            self._errors.clear()
-        if self._acks:
-            for identity, ids in self._acks.items():
-                if ids:  # empty when every submission said ack=false: their RESULT is the answer
-                    self._send(self.frontend, identity, P.client_message(Command.ACCEPTED, ids))
-            self._acks.clear()
-        if self._results:
+        if self._replies:
+            frontend = self.frontend
+            for sock, identity, command, body in self._replies:
+                self._send(sock, identity, P.message(P.CLIENT if sock is frontend else P.AGENT, command, body))
+            self._replies.clear()
+            self._open_acks.clear()
+        if self._results:  # after the replies: a RESULT never comes before its task's ACCEPTED
             self._send_results(self._results)
             self._results.clear()
-        if self._managed:
-            for identity, reply in self._managed:
-                self._send(self.frontend, identity, P.client_message(Command.MANAGED, reply))
-            self._managed.clear()
 
     def _send_results(self, results: dict[bytes, list[dict]]) -> None:
         result = P.command_byte(Command.RESULT)

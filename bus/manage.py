@@ -99,7 +99,9 @@ class Manager:
         return {"purged": len(doomed), "ids": [t.id for t in doomed[:100]]}
 
     def _requeue(self, body: dict[str, Any], who: Principal) -> dict[str, Any]:
-        ids = P.parse_id_list(body, "MANAGE requeue")
+        ids = body.get("ids")  # checked against the schema with the rest of the MANAGE body
+        if not ids:
+            raise ProtocolError("bad-field", "field 'MANAGE.ids' is required by 'requeue'")
         done: dict[str, str] = {}
         unknown, refused = [], []
         for task_id in ids:

@@ -16,7 +16,6 @@ many results.  Batching is what makes the bus faster than per-message forwarding
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from enum import IntEnum
@@ -26,37 +25,54 @@ import msgpack
 import zmq
 from zmq.backend import Socket as _BackendSocket
 
-from . import retry
+from . import retry, schema
 from .errors import PayloadTooLarge, ProtocolError
 from .retry import DEFAULT as DEFAULT_RETRY
 from .retry import RetryPolicy
 
 VERSION = 1
+#: The minor version this code speaks.  1.1 only adds optional fields (``req``, the map
+#: form of SUBMIT, ``agent`` on progress events): a 1.0 peer works unchanged.
+PROTOCOL = "1.1"
 CLIENT = b"OFC1"
 AGENT = b"OFA1"
 _FAMILIES = {b"OFC": CLIENT, b"OFA": AGENT}
 
+# Every limit and field rule lives in the schema (bus/ofp.schema.json); these names
+# are read from it so the code cannot disagree with what third parties are told.
+_SCHEMA = schema.ofp()
+_LIMITS = _SCHEMA.doc["x-limits"]
+_TASK_FIELDS = _SCHEMA.properties("#/$defs/taskMap")
+
+
+def _max_bytes(node: dict[str, Any]) -> int:
+    return node["x-bytes"][1]
+
+
 #: Default ceiling on one body; larger submissions are refused with ``too-large``.
-MAX_BODY = 16 * 1024 * 1024
+MAX_BODY = _LIMITS["max_body"]
 #: Hard ceiling enforced by libzmq itself (ZMQ_MAXMSGSIZE) so a hostile peer cannot
 #: make the broker allocate without bound; bigger frames drop the connection.
-MAX_FRAME = 256 * 1024 * 1024
+MAX_FRAME = _LIMITS["max_frame"]
 
-PRIORITY_MIN, PRIORITY_MAX, PRIORITY_DEFAULT = 0, 9, 5
+PRIORITY_MIN, PRIORITY_MAX = _TASK_FIELDS["priority"]["minimum"], _TASK_FIELDS["priority"]["maximum"]
+PRIORITY_DEFAULT = _TASK_FIELDS["priority"]["default"]
 # Limits are in UTF-8 *bytes*: ids become LMDB keys (511 bytes at most), and a step's
 # task id is ``<workflow>/<step>#<run>``, so a workflow id plus a step name plus the
 # run suffix still fits under MAX_ID_BYTES.
-MAX_ID_BYTES = 255
-MAX_WORKFLOW_ID_BYTES = 128
-MAX_STEP_NAME_BYTES = 60
-MAX_KIND_BYTES = 128
-MAX_PROJECT_BYTES = 64
-MAX_NAME_BYTES = 128
-MAX_IDS = 10_000            # ids in one CANCEL/FETCH/STATUS
-MAX_BATCH = 100_000         # tasks in one SUBMIT, entries in one DONE/FAILED/PROGRESS
-MAX_DEPTH = 64              # nesting of any body: far under msgpack's packing limit (511),
-                            # so whatever the broker re-wraps (rows, TASK, RESULT) packs
-MAX_ERROR_BYTES = 64 * 1024  # a FAILED error is kept to this, in the journal and in RESULT
+MAX_ID_BYTES = _max_bytes(_TASK_FIELDS["id"])
+MAX_WORKFLOW_ID_BYTES = _max_bytes(_SCHEMA.properties("#/$defs/workflow")["id"])
+MAX_STEP_NAME_BYTES = _max_bytes(_SCHEMA.properties("#/$defs/step")["name"])
+MAX_KIND_BYTES = _max_bytes(_TASK_FIELDS["kind"])
+MAX_PROJECT_BYTES = _max_bytes(_TASK_FIELDS["project"])
+MAX_NAME_BYTES = _max_bytes(_SCHEMA.properties("#/$defs/ready")["name"])
+MAX_IDS = _LIMITS["max_ids"]            # ids in one CANCEL/FETCH/STATUS
+MAX_BATCH = _LIMITS["max_batch"]        # tasks in one SUBMIT, entries in one DONE/FAILED/PROGRESS
+MAX_DEPTH = _LIMITS["max_depth"]        # nesting of any body: far under msgpack's packing limit (511),
+                                        # so whatever the broker re-wraps (rows, TASK, RESULT) packs
+MAX_ERROR_BYTES = _LIMITS["max_error_bytes"]  # a FAILED error is kept to this, in the journal and RESULT
+MAX_DELAY = float(_LIMITS["max_delay"])
+MAX_STEPS = _LIMITS["max_steps"]
 #: Kinds clients may not submit: the broker makes tasks of them itself.
 RESERVED_KINDS = frozenset({"workflow"})
 
@@ -314,62 +330,70 @@ class TaskSpec:
     not_before: float | None = None   # delayed task: not dispatched before this unix time
 
 
-def _want(entry: dict, key: str, types: type | tuple[type, ...], default: Any) -> Any:
-    value = entry.get(key, default)
-    if value is default:
-        return value
-    if isinstance(value, bool) or not isinstance(value, types):
-        raise ProtocolError("bad-field", f"field {key!r} must be {getattr(types, '__name__', types)}, got {type(value).__name__}")
-    return value
+_check_task = schema.validator("#/$defs/taskMap", root="task")
+_check_submit = schema.body_validator("SUBMIT")
+_check_workflow = schema.body_validator("WORKFLOW")
+_check_ready = schema.body_validator("READY")
+_check_heartbeat = schema.body_validator("HEARTBEAT")
+_check_manage = schema.body_validator("MANAGE")
+_check_ids = {"CANCEL": schema.body_validator("CANCEL"), "FETCH": schema.body_validator("FETCH"),
+              "STATUS": schema.body_validator("STATUS")}
+_check_answers = {"DONE": schema.body_validator("DONE"), "FAILED": schema.body_validator("FAILED"),
+                  "PROGRESS": schema.body_validator("PROGRESS")}
+_check_req = schema.validator("#/$defs/req", root="req")
+
+
+def request_req(body: Any) -> str | int | None:
+    """A request's ``req`` (1.1), if it carries a valid one: echoed in the reply, and in
+    the ERROR when the rest of the request is refused."""
+    if type(body) is not dict or "req" not in body:
+        return None
+    try:
+        _check_req(body["req"])
+    except ProtocolError:
+        return None
+    return body["req"]
+
+
+def parse_submit(body: Any) -> tuple[list[TaskSpec], str | int | None]:
+    """SUBMIT: an array of task maps (1.0), or ``{"tasks": [...], "req"?}`` (1.1)."""
+    _check_submit(body)
+    if type(body) is dict:
+        return [_task_spec(e) for e in body["tasks"]], body.get("req")
+    return [_task_spec(e) for e in body], None
 
 
 def parse_submission(entry: Any) -> TaskSpec:
-    if not isinstance(entry, dict):
-        raise ProtocolError("bad-field", f"each task must be a map, got {type(entry).__name__}")
-    kind = _text(entry.get("kind"), "kind", MAX_KIND_BYTES)
+    """One task map, checked against the schema (for callers outside SUBMIT)."""
+    _check_task(entry)
+    return _task_spec(entry)
+
+
+def _task_spec(entry: dict[str, Any]) -> TaskSpec:
+    """A task map the schema has passed: what is left are the rules between fields."""
+    kind = entry["kind"]
     if kind in RESERVED_KINDS:
         raise ProtocolError("bad-field", f"kind {kind!r} is reserved (submit workflows with WORKFLOW)")
-    task_id = entry.get("id")
-    if task_id is not None:
-        _text(task_id, "id", MAX_ID_BYTES)
-    project = _text(entry.get("project", "default"), "project", MAX_PROJECT_BYTES)
-    priority = _want(entry, "priority", int, PRIORITY_DEFAULT)
-    if not PRIORITY_MIN <= priority <= PRIORITY_MAX:
-        raise ProtocolError("bad-field", f"field 'priority' must be in {PRIORITY_MIN}..{PRIORITY_MAX}")
-    deadline = _want(entry, "deadline", (int, float), None)
-    if deadline is not None and not math.isfinite(deadline):
-        raise ProtocolError("bad-field", "field 'deadline' must be a finite unix time")
     policy = retry.parse(entry.get("retry"), entry.get("max_retries"))
-    ack = entry.get("ack", True)
-    if not isinstance(ack, bool):
-        raise ProtocolError("bad-field", "field 'ack' must be a boolean")
-    return TaskSpec(task_id, kind, entry.get("payload"), project, priority,
-                    float(deadline) if deadline is not None else None, policy.max, ack, policy,
-                    _not_before(entry))
-
-
-MAX_DELAY = 366 * 86_400.0
+    deadline = entry.get("deadline")
+    return TaskSpec(entry.get("id"), kind, entry.get("payload"), entry.get("project", "default"),
+                    entry.get("priority", PRIORITY_DEFAULT), float(deadline) if deadline is not None else None,
+                    policy.max, entry.get("ack", True), policy, _not_before(entry))
 
 
 def _not_before(entry: dict) -> float | None:
     """``delay`` (seconds from now) or ``eta`` (unix time): when a delayed task may run."""
     delay, eta = entry.get("delay"), entry.get("eta")
-    if delay is not None and eta is not None:
-        raise ProtocolError("bad-field", "give 'delay' or 'eta', not both")
     if delay is not None:
-        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= MAX_DELAY:
-            raise ProtocolError("bad-field", f"field 'delay' must be 0..{MAX_DELAY:g} seconds")
         return time.time() + delay if delay > 0 else None
     if eta is not None:
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not math.isfinite(eta) \
-                or eta > time.time() + MAX_DELAY:
+        if eta > time.time() + MAX_DELAY:
             raise ProtocolError("bad-field", "field 'eta' must be a unix time within a year")
         return float(eta)
     return None
 
 
-STRATEGIES = ("parallel", "sequential", "adaptive")
-MAX_STEPS = 10_000
+STRATEGIES = tuple(_SCHEMA.properties("#/$defs/workflow")["strategy"]["enum"])
 
 
 @dataclass(slots=True)
@@ -389,42 +413,20 @@ class WorkflowSpec:
     order: list[str]            # a topological order, ties in submission order
 
 
+_STEP_ONLY = ("name", "deps", "retries")
+
+
 def parse_workflow(body: Any) -> WorkflowSpec:
-    """WORKFLOW body: ``{"id"?, "strategy"?, "project"?, "steps": [{"name", "kind", "payload"?,
-    "deps"?, "priority"?, "retry"?, "max_retries"?, "retries"?}, ...]}``; must be a DAG."""
-    if not isinstance(body, dict):
-        raise ProtocolError("bad-body", "WORKFLOW body must be a map")
-    strategy = body.get("strategy", "parallel")
-    if not isinstance(strategy, str) or strategy not in STRATEGIES:
-        raise ProtocolError("bad-field", f"field 'strategy' must be one of {', '.join(STRATEGIES)}")
-    wf_id = body.get("id")
-    if wf_id is not None and "/" in _text(wf_id, "id", MAX_WORKFLOW_ID_BYTES):
-        raise ProtocolError("bad-field", f"field 'id' must be 1..{MAX_WORKFLOW_ID_BYTES} bytes without '/'")
-    project = _text(body.get("project", "default"), "project", MAX_PROJECT_BYTES)
-    raw = body.get("steps")
-    if not isinstance(raw, list) or not 0 < len(raw) <= MAX_STEPS:
-        raise ProtocolError("bad-field", f"field 'steps' must be a list of 1..{MAX_STEPS} steps")
+    """WORKFLOW body (schema ``workflow``); the steps must form a DAG."""
+    _check_workflow(body)
+    wf_id, project = body.get("id"), body.get("project", "default")
     steps: dict[str, StepSpec] = {}
-    for entry in raw:
-        if not isinstance(entry, dict):
-            raise ProtocolError("bad-field", "each step must be a map")
-        name = entry.get("name")
-        if not isinstance(name, str) or "/" in name or "#" in name:
-            raise ProtocolError("bad-field", f"step 'name' must be 1..{MAX_STEP_NAME_BYTES} bytes without '/' or '#'")
-        _text(name, "name", MAX_STEP_NAME_BYTES)
+    for entry in body["steps"]:
+        name = entry["name"]
         if name in steps:
             raise ProtocolError("bad-field", f"step name {name!r} is used twice")
-        deps = entry.get("deps", [])
-        if not isinstance(deps, list) or not all(isinstance(d, str) for d in deps):
-            raise ProtocolError("bad-field", f"step {name!r}: 'deps' must be a list of step names")
-        retries = _want(entry, "retries", int, 0)
-        if not 0 <= retries <= 100:
-            raise ProtocolError("bad-field", f"step {name!r}: 'retries' must be in 0..100")
-        if "delay" in entry or "eta" in entry:
-            raise ProtocolError("bad-field", f"step {name!r}: 'delay' and 'eta' are for tasks, not steps")
-        task = parse_submission({k: v for k, v in entry.items() if k not in ("name", "deps", "retries", "id")}
-                                | {"project": project})
-        steps[name] = StepSpec(name, task, list(dict.fromkeys(deps)), retries)
+        task = _task_spec({k: v for k, v in entry.items() if k not in _STEP_ONLY} | {"project": project})
+        steps[name] = StepSpec(name, task, list(dict.fromkeys(entry.get("deps", ()))), entry.get("retries", 0))
     for step in steps.values():
         for dep in step.deps:
             if dep not in steps:
@@ -447,77 +449,52 @@ def parse_workflow(body: Any) -> WorkflowSpec:
     if len(order) != len(steps):
         cyclic = sorted(n for n, d in indegree.items() if d > 0)
         raise ProtocolError("bad-field", f"the steps have a dependency cycle through {cyclic[:5]}")
-    return WorkflowSpec(wf_id, strategy, project, steps, order)
+    return WorkflowSpec(wf_id, body.get("strategy", "parallel"), project, steps, order)
 
 
-def parse_prefetch(body: Any) -> int:
-    """READY's optional ``prefetch`` (1.1): tasks held beyond ``capacity``, queued at the agent."""
-    prefetch = body.get("prefetch", 0) if isinstance(body, dict) else 0
-    if isinstance(prefetch, bool) or not isinstance(prefetch, int) or not 0 <= prefetch <= 100_000:
-        raise ProtocolError("bad-field", "READY 'prefetch' must be an int in 0..100000")
-    return prefetch
+@dataclass(slots=True)
+class ReadySpec:
+    """A READY, checked: who the agent is and what it takes."""
+
+    name: str
+    kinds: list[str]
+    capacity: int
+    prefetch: int          # tasks held beyond capacity, queued at the agent (1.1)
+    running: list[str]     # ids it still runs from before a broker restart (1.1)
+    max_body: int          # the largest message it accepts (1.1)
 
 
-def parse_ready(body: Any) -> tuple[str, list[str], int]:
-    """READY body: ``{"name": str, "kinds": [str, ...], "capacity": int}``."""
-    if not isinstance(body, dict):
-        raise ProtocolError("bad-body", "READY body must be a map")
-    kinds = body.get("kinds")
-    if not isinstance(kinds, list) or not 0 < len(kinds) <= 1000:
-        raise ProtocolError("bad-field", "READY 'kinds' must be a non-empty list of at most 1000 strings")
-    kinds = list(dict.fromkeys(_text(k, "kinds", MAX_KIND_BYTES) for k in kinds))
-    capacity = _want(body, "capacity", int, 1)
-    if not 0 <= capacity <= 100_000:
-        raise ProtocolError("bad-field", "READY 'capacity' must be in 0..100000")
-    name = _text(body.get("name", "agent"), "name", MAX_NAME_BYTES)
-    return name, kinds, capacity
+_READY_DEFAULTS = _SCHEMA.defaults("#/$defs/ready")
 
 
-def parse_running(body: Any) -> list[str] | None:
-    """READY's or HEARTBEAT's optional ``running``: the ids an agent is running (1.1)."""
-    if not isinstance(body, dict) or "running" not in body:
-        return None
-    running = body["running"]
-    if not isinstance(running, list) or len(running) > MAX_BATCH or not all(isinstance(i, str) for i in running):
-        raise ProtocolError("bad-field", "'running' must be a list of task ids")
-    return running
+def parse_ready(body: Any) -> ReadySpec:
+    _check_ready(body)
+    capacity = body.get("capacity", _READY_DEFAULTS["capacity"])
+    return ReadySpec(body.get("name", _READY_DEFAULTS["name"]), list(dict.fromkeys(body["kinds"])), capacity,
+                     body.get("prefetch", 0) if capacity else 0, body.get("running", []),
+                     body.get("max_body", _READY_DEFAULTS["max_body"]))
 
 
 def parse_heartbeat(body: Any) -> list[str] | None:
     """A HEARTBEAT body: nil, or a map whose optional ``running`` lists task ids (1.1)."""
-    if body is not None and not isinstance(body, dict):
-        raise ProtocolError("bad-body", "HEARTBEAT body must be empty or a map")
-    return parse_running(body)
+    if body is None:
+        return None
+    _check_heartbeat(body)
+    return body.get("running")
 
 
-def parse_max_body(body: Any) -> int:
-    """READY's optional ``max_body`` (1.1): the largest message the agent accepts."""
-    value = body.get("max_body", MAX_BODY) if isinstance(body, dict) else MAX_BODY
-    if isinstance(value, bool) or not isinstance(value, int) or not 1024 <= value <= MAX_FRAME:
-        raise ProtocolError("bad-field", f"READY 'max_body' must be an integer in 1024..{MAX_FRAME}")
-    return value
-
-
-def parse_id_list(body: Any, what: str, required: bool = True) -> list[str]:
-    """CANCEL/FETCH/STATUS bodies: ``{"ids": [str, ...]}``; CANCEL and FETCH must name
-    at least one task (an empty one would get no answer at all)."""
-    if not isinstance(body, dict):
-        raise ProtocolError("bad-body", f"{what} body must be a map with an 'ids' list")
-    ids = body.get("ids", [])
-    if not isinstance(ids, list) or len(ids) > MAX_IDS or (required and not ids):
-        raise ProtocolError("bad-field", f"{what} 'ids' must be a list of {int(required)}..{MAX_IDS} task ids")
-    for task_id in ids:
-        _text(task_id, "ids", MAX_ID_BYTES)
-    return ids
+def parse_id_list(body: Any, what: str) -> tuple[list[str], str | int | None]:
+    """CANCEL, FETCH and STATUS bodies: ``{"ids": [...], "req"?}``, and the ``req``.
+    CANCEL and FETCH must name at least one task; STATUS may be nil."""
+    _check_ids[what](body)
+    if body is None:
+        return [], None
+    return body.get("ids", []), body.get("req")
 
 
 def parse_outcomes(body: Any, what: str) -> list[dict]:
-    """DONE/FAILED/PROGRESS bodies: a list of maps each holding an ``id``."""
-    if not isinstance(body, list) or len(body) > MAX_BATCH:
-        raise ProtocolError("bad-body", f"{what} body must be a list of at most {MAX_BATCH} entries")
-    for entry in body:
-        if not isinstance(entry, dict) or not isinstance(entry.get("id"), str):
-            raise ProtocolError("bad-field", f"each {what} entry must be a map with a string 'id'")
+    """DONE/FAILED/PROGRESS bodies: a list of maps each holding a string ``id``."""
+    _check_answers[what](body)
     return body
 
 
@@ -561,8 +538,8 @@ def batches_under(entries: list[Any], limit: int) -> tuple[list[bytes], list[tup
 # ---------------------------------------------------------------------------
 # MANAGE (bus/manage.py does the work)
 
-MANAGE_OPS = ("tasks", "purge", "requeue", "schedule.add", "schedule.list", "schedule.remove")
-MAX_LIST = 10_000
+MANAGE_OPS = tuple(_SCHEMA.properties("#/$defs/manage")["op"]["enum"])
+MAX_LIST = _SCHEMA.properties("#/$defs/manage")["limit"]["maximum"]
 
 
 def manage_ref(body: Any) -> str | None:
@@ -574,15 +551,9 @@ def manage_ref(body: Any) -> str | None:
 
 
 def parse_manage(body: Any) -> tuple[str, dict[str, Any]]:
-    """MANAGE body: ``{"op": one of MANAGE_OPS, "ref"?: str, ...the op's fields}``."""
-    if not isinstance(body, dict):
-        raise ProtocolError("bad-body", "MANAGE body must be a map")
-    op = body.get("op")
-    if op not in MANAGE_OPS:
-        raise ProtocolError("bad-field", f"field 'op' must be one of {', '.join(MANAGE_OPS)}")
-    if "ref" in body:
-        _text(body["ref"], "ref", MAX_ID_BYTES)
-    return op, body
+    """MANAGE body (schema ``manage``): the op and its fields, which bus/manage.py reads."""
+    _check_manage(body)
+    return body["op"], body
 
 
 def checked_text(value: Any, field: str, limit: int) -> str:

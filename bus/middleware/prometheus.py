@@ -34,7 +34,7 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 #: Broker counters exported as they are (STATUS ``counters``), as orchflow_broker_<name>_total.
 BROKER_COUNTERS = ("malformed_frontend", "malformed_backend", "late_results", "quarantined", "router_errors",
                    "oversize", "lease_expired", "forbidden", "unassigned_results", "internal_errors", "duplicates",
-                   "agents_joined", "agents_lost", "agents_left", "workflows", "retried")
+                   "agents_joined", "agents_lost", "agents_drained", "workflows", "retried")
 
 
 def rss_bytes(pid: int) -> int | None:

@@ -266,9 +266,9 @@ def test_a_clean_stop_is_a_leave_not_a_loss(swarm):
         while c.status()["agents"] and time.monotonic() < deadline:
             time.sleep(0.05)
         counters = c.status()["counters"]
-    assert counters["agents_left"] == 1 and counters["agents_lost"] == 0, counters
+    assert counters["agents_drained"] == 1 and counters["agents_lost"] == 0, counters
     log = (swarm.log_dir / "broker.log").read_text()
-    assert "agent quitter left" in log and "lost" not in log
+    assert "agent quitter drained and left" in log and "lost" not in log
 
 
 def test_unserved_work_fails_after_the_grace_period(procs):

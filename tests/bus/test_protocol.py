@@ -81,4 +81,5 @@ def test_ready_validation(body):
 
 
 def test_ready_ok():
-    assert P.parse_ready({"name": "n", "kinds": ["a", "b"], "capacity": 3}) == ("n", ["a", "b"], 3)
+    ready = P.parse_ready({"name": "n", "kinds": ["a", "b", "a"], "capacity": 3})
+    assert (ready.name, ready.kinds, ready.capacity, ready.prefetch, ready.running) == ("n", ["a", "b"], 3, 0, [])
