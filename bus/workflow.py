@@ -177,12 +177,12 @@ class WorkflowEngine:
             wf.state[name] = State.DONE
             wf.results[name] = task.result
         elif task.state != State.CANCELLED and wf.runs[name] <= wf.spec.steps[name].retries:
-            wf.state[name] = PENDING  # re-run per the step's retry policy
+            wf.state[name] = PENDING  # re-run per the step's retry policy; "retrying" says so
             self._step_event(wf, name, "retrying", error=task.error)
         else:
             wf.state[name] = task.state
             wf.errors[name] = task.error or task.state
-        self._step_event(wf, name, wf.state[name])
+            self._step_event(wf, name, wf.state[name])
         self.advance(wf)
 
     def cancel(self, wf: Workflow) -> None:

@@ -13,32 +13,7 @@ from bus import BrokerUnavailable, Client, TaskFailed, TaskRejected
 from bus import protocol as P
 from bus.aclient import AsyncClient
 
-
-def collect(sub, topic_prefix: str, count: int, timeout: float = 10.0) -> list[tuple[str, dict]]:
-    events, deadline = [], time.monotonic() + timeout
-    while len(events) < count and time.monotonic() < deadline:
-        event = sub.recv(timeout=max(0.0, deadline - time.monotonic()))
-        if event and event[0].startswith(topic_prefix):
-            events.append(event)
-    return events
-
-
-def subscribed(client: Client, *topics: str):
-    """A subscription known to be live: it has seen an event published after it joined.
-
-    The probe is a task of a kind nobody serves, with a tiny deadline: the broker
-    publishes ``task.queued`` for it without needing any agent.
-    """
-    sub = client.subscribe(*topics, "task.queued")
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        probe = client.submit("test.probe", None, timeout=0.05)
-        event = sub.recv(timeout=0.2)
-        while event is not None:
-            if event[1].get("id") == probe:
-                return sub
-            event = sub.recv(timeout=0.05)
-    raise AssertionError("subscription never became live")
+from peers import collect, subscribed  # tests/bus/peers.py
 
 
 def test_round_trip(swarm):
