@@ -287,31 +287,39 @@ class Agent:
             except P.ProtocolError as exc:
                 log.error("%s: bad message from broker: %s", self.name, exc)
                 continue
-            if command is Command.TASK and isinstance(body, list):
-                batches: dict[str, list[dict]] = {}
-                for assignment in body:
-                    if isinstance(assignment, dict) and assignment.get("kind") in self._batch_handlers:
-                        batches.setdefault(assignment["kind"], []).append(assignment)
-                    else:
-                        self._start(assignment)
-                for kind, assignments in batches.items():
-                    self._run_batch(kind, assignments)
-            elif command is Command.CANCEL and isinstance(body, dict):
-                for task_id in body.get("ids", []):
-                    self._cancel(task_id)
-            elif command is Command.DISCONNECT:
-                log.info("%s: broker asked us to register again", self.name)
-                self._send(sock, Command.READY, self._ready_body(0 if self._stop.is_set() else self.capacity))
-            elif command is Command.ERROR:
-                log.error("%s: broker error: %s", self.name, body)
+            try:
+                self._on_broker_message(sock, command, body)
+            except Exception:  # noqa: BLE001 - a message no broker would send must not end the agent
+                log.exception("%s: could not handle a %s from the broker; ignored", self.name, command.name)
+
+    def _on_broker_message(self, sock: zmq.Socket, command: Command, body: Any) -> None:
+        if command is Command.TASK and isinstance(body, list):
+            batches: dict[str, list[dict]] = {}
+            for assignment in body:
+                if isinstance(assignment, dict) and isinstance(assignment.get("kind"), str) \
+                        and assignment["kind"] in self._batch_handlers:
+                    batches.setdefault(assignment["kind"], []).append(assignment)
+                else:
+                    self._start(assignment)
+            for kind, assignments in batches.items():
+                self._run_batch(kind, assignments)
+        elif command is Command.CANCEL and isinstance(body, dict):
+            for task_id in body.get("ids", []):
+                self._cancel(task_id)
+        elif command is Command.DISCONNECT:
+            log.info("%s: broker asked us to register again", self.name)
+            self._send(sock, Command.READY, self._ready_body(0 if self._stop.is_set() else self.capacity))
+        elif command is Command.ERROR:
+            log.error("%s: broker error: %s", self.name, body)
 
     # ------------------------------------------------------------------ execution
 
     def _start(self, a: dict) -> None:
-        task_id = a.get("id")
-        reg = self._handlers.get(a.get("kind"))
-        if not isinstance(task_id, str):
+        if not isinstance(a, dict) or not isinstance(a.get("id"), str):
+            log.error("%s: a TASK entry without a string id, ignored: %.80r", self.name, a)
             return
+        task_id = a["id"]
+        reg = self._handlers.get(a["kind"]) if isinstance(a.get("kind"), str) else None
         if reg is None:
             self._failed.append({"id": task_id, "error": f"{self.name} has no handler for {a.get('kind')!r}"})
             return

@@ -946,7 +946,8 @@ class Broker:
         task.state = State.RUNNING
         task.agent = agent.identity
         task.assignee = agent.assignee
-        task.attempts += 1
+        if send or task.attempts == 0:  # a task reclaimed by READY running goes on with the same attempt
+            task.attempts += 1
         self.journal.write(task)  # who holds it survives a restart: READY running may reclaim only that
         agent.inflight[task.id] = time.monotonic()
         queue = self.queues.get(task.kind)

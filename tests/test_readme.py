@@ -76,6 +76,7 @@ class Session:
 
     def sh(self, line: str, timeout: float = 120) -> subprocess.CompletedProcess:
         line = line.replace("5555", self.port).replace("9464", self.metrics_port)
+        line = line.replace(" examples/", f" {ROOT}/examples/")  # the README is read in the checkout
         if line.startswith(UNTIL_CTRL_C):
             proc = subprocess.Popen(["bash", "-c", f"exec {line}"], cwd=self.cwd, env=self.env,
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -177,6 +178,9 @@ def test_every_readme_example_runs(session):
     scraped = next(v for k, v in outputs.items() if k.startswith("curl") and "/metrics" in k)
     assert 'orchflow_tasks_finished_total{kind="sys.echo",project="default",state="done"} 1.0' in scraped
     assert "broker serving clients at" in next(v for k, v in outputs.items() if k.startswith("orchflow logs broker"))
+
+    kit = next(v for k, v in outputs.items() if "bus.conformance" in k)
+    assert "10 passed, 0 failed, 0 warnings" in kit, kit
 
     os.kill(agent.pid, signal.SIGTERM)  # the agent drains and exits cleanly
     assert agent.wait(20) == 0

@@ -252,3 +252,15 @@ def test_hostile_requests_with_a_req_each_get_exactly_one_reply(swarm):
         one_reply()
     with Client(swarm.endpoints.frontend) as c:
         assert c.status()["counters"]["internal_errors"] == 0
+
+
+def test_a_heartbeat_of_encoded_nil_is_an_empty_heartbeat(swarm):
+    """b788953 refused HEARTBEAT 0xC0 as 'carries a body'; section 3 says empty = nil, and
+    libraries that encode null send exactly that."""
+    with RawPeer(swarm.endpoints.backend, P.AGENT) as agent:
+        agent.send(Command.READY, {"name": "nil", "kinds": ["k"], "capacity": 1})
+        agent.send(Command.HEARTBEAT, raw=b"\xc0")
+        agent.send(Command.DISCONNECT, raw=b"\xc0")
+        assert [c for c, _ in agent.drain(0.5) if c is not Command.HEARTBEAT] == []
+    with Client(swarm.endpoints.frontend) as c:
+        assert c.status()["counters"]["malformed_backend"] == 0
