@@ -119,6 +119,13 @@ class Harness:
             time.sleep(0.05)
         raise CheckFailed(f"no agent serving {ECHO} registered within {timeout or self.timeout:g}s")
 
+    def wait_running(self, c: Client, task_id: str) -> None:
+        deadline = time.monotonic() + self.timeout
+        while c.status([task_id])["tasks"][task_id] != "running":
+            if time.monotonic() > deadline:
+                raise CheckFailed("the sleep task never started")
+            time.sleep(0.02)
+
     def close(self) -> None:
         for proc in (self.agent, self.broker):
             if proc is not None and proc.poll() is None:
@@ -215,11 +222,7 @@ def check_heartbeats(h: Harness) -> str:
 def check_cancel(h: Harness) -> str:
     with h.client() as c:
         task_id = c.submit(SLEEP, 30)
-        deadline = time.monotonic() + h.timeout
-        while c.status([task_id])["tasks"][task_id] != "running":
-            if time.monotonic() > deadline:
-                raise CheckFailed("the sleep task never started")
-            time.sleep(0.02)
+        h.wait_running(c, task_id)
         late_before = c.status()["counters"]["late_results"]
         c.cancel(task_id)
         started = time.monotonic()
@@ -239,11 +242,7 @@ def check_cancel(h: Harness) -> str:
 def check_restart_with_running(h: Harness) -> str:
     with h.client() as c:
         task_id = c.submit(SLEEP, 2.5)
-        deadline = time.monotonic() + h.timeout
-        while c.status([task_id])["tasks"][task_id] != "running":
-            if time.monotonic() > deadline:
-                raise CheckFailed("the sleep task never started")
-            time.sleep(0.02)
+        h.wait_running(c, task_id)
     h.kill_broker()
     h.start_broker()
     started = time.monotonic()
