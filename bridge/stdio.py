@@ -15,12 +15,13 @@ import asyncio
 import logging
 import os
 import sys
+import time
 from pathlib import Path
 
 from .api import OrchflowAPI, Session
 from .errors import PARSE_ERROR, RpcError
 from .jsonrpc import MAX_MESSAGE, Dispatcher, dumps, error_response, notification
-from .swarm import SwarmLink, launch_detached, launcher_alive
+from .swarm import DEGRADED, SwarmLink, launch_detached, launcher_alive
 
 log = logging.getLogger("orchflow.bridge")
 
@@ -78,6 +79,13 @@ async def serve_stdio(home: Path, ensure: bool = False, project: str = "default"
     api = OrchflowAPI(link, project)
     dispatcher = Dispatcher(api)
     await link.check()
+    # A broker that is up but slow to answer the first STATUS (a loaded machine, a cold
+    # client) is not a broker that is down: look again for a few seconds before saying so,
+    # or a one-shot `echo ... | orchflow serve --stdio` fails on a busy CI host.
+    settle = time.monotonic() + 3.0
+    while link.state == DEGRADED and not link.broker_up and time.monotonic() < settle:
+        await asyncio.sleep(0.1)
+        await link.check()
     session.notify("swarm.state", link.info())  # the first word: where things stand
     link.listen(lambda state, info: session.notify("swarm.state", info))
     watch = asyncio.create_task(link.run())
