@@ -31,7 +31,6 @@ from typing import Any, Iterable
 
 import zmq
 import zmq.auth
-from zmq.auth.thread import ThreadAuthenticator
 from zmq.utils import z85
 
 from .errors import AuthError
@@ -382,16 +381,19 @@ class _KeyCheck:
         return False
 
 
-class _Authenticator(ThreadAuthenticator):
-    """ZAP handler whose User-Id is the identity's name, not the key's Z85."""
+def _authenticator(ctx: zmq.Context, ring: KeyRing) -> Any:
+    """A ZAP handler whose User-Id is the identity's name, not the key's Z85.
 
-    def __init__(self, ctx: zmq.Context, ring: KeyRing) -> None:
-        super().__init__(ctx, log=logging.getLogger("orchflow.zap"))
-        self.ring = ring
+    zmq.auth.thread imports asyncio (4 MiB and 20 ms per process); only a broker
+    with TCP endpoints needs it, so it is imported here, not by every agent and client."""
+    from zmq.auth.thread import ThreadAuthenticator
 
-    def curve_user_id(self, client_public_key: bytes) -> str:
-        name, _ = self.ring.check_key(z85.encode(client_public_key).decode())
-        return name or ""
+    class Authenticator(ThreadAuthenticator):
+        def curve_user_id(self, client_public_key: bytes) -> str:
+            name, _ = ring.check_key(z85.encode(client_public_key).decode())
+            return name or ""
+
+    return Authenticator(ctx, log=logging.getLogger("orchflow.zap"))
 
 
 class Gatekeeper:
@@ -405,11 +407,11 @@ class Gatekeeper:
         self.ring = ring
         self.counters = AuthCounters()
         self.monitors: list[zmq.Socket] = []
-        self._authenticator: _Authenticator | None = None
+        self._authenticator: Any = None
 
     def start(self, ctx: zmq.Context) -> None:
         if self._authenticator is None:
-            self._authenticator = _Authenticator(ctx, self.ring)
+            self._authenticator = _authenticator(ctx, self.ring)
             self._authenticator.start()
             self._authenticator.configure_curve_callback(ZAP_DOMAIN, _KeyCheck(self.ring, self.counters))
 

@@ -151,6 +151,7 @@ class Broker:
         self.hooks = Hooks(features + list(middleware or ()))
         self._fallback_router = LeastLoaded()
         self._told_to_register: dict[bytes, float] = {}  # identity -> when we last sent it DISCONNECT
+        self._announced_unserved: set[str] = set()  # kinds kind.unserved was published for
         remote = config.frontend_tcp or config.backend_tcp or config.events_tcp
         if remote and not config.keys_home:
             raise ValueError("tcp endpoints need keys_home: identities decide who may connect")
@@ -542,6 +543,11 @@ class Broker:
             queue = self.queues[task.kind] = KindQueue()
         queue.push(task, front)
         self._dirty.add(task.kind)
+        if task.kind not in self._announced_unserved and not self.by_kind.get(task.kind):
+            # Work nobody serves: said once per kind, so a launcher can start agents on
+            # demand (the neural pool: orchflow-launch --neural-start demand).
+            self._announced_unserved.add(task.kind)
+            self.events.publish("kind.unserved", {"kind": task.kind, "project": task.project})
 
     # ------------------------------------------------------------------ for MANAGE and schedules
     # (bus/manage.py ManageHost, bus/schedules.py ScheduleHost: what they may ask of us)
@@ -871,6 +877,7 @@ class Broker:
                                 principal=who, prefetch=prefetch)
             self.agents[identity] = agent
             self._told_to_register.pop(identity, None)
+            self._announced_unserved.difference_update(kinds)
             for kind in kinds:
                 self.by_kind.setdefault(kind, []).append(agent)
             self.counters.agents_joined += 1

@@ -7,6 +7,7 @@ the key, so a typo never silently does nothing.
     agents = 2            # built-in agent processes
     capacity = 4          # concurrent tasks per agent
     neural_workers = 1
+    neural_start = "demand"  # or "eager": start the neural workers with the swarm
     log_level = "INFO"    # DEBUG, INFO, WARNING, ERROR: every process of the swarm
     result_ttl = 3600     # seconds finished tasks, and failed ones (dead letters), are kept
     unserved_grace = 600  # fail queued tasks of a kind no agent served this long (default: wait)
@@ -27,10 +28,13 @@ from bus.logsetup import FORMATS, LEVELS
 from .errors import CliError
 
 FILE = "config.toml"
-DEFAULTS: dict[str, Any] = {"agents": 2, "capacity": 4, "neural_workers": 1, "log_level": "INFO",
+DEFAULTS: dict[str, Any] = {"agents": 2, "capacity": 4, "neural_workers": 1, "neural_start": "demand",
+                            "log_level": "INFO",
                             "result_ttl": 3600.0, "heartbeat": 1.0, "tcp": None, "unserved_grace": None,
                             "log_format": "text", "metrics": None}
+NEURAL_STARTS = ("demand", "eager")
 _TYPES: dict[str, tuple[type, ...]] = {"agents": (int,), "capacity": (int,), "neural_workers": (int,),
+                                       "neural_start": (str,),
                                        "log_level": (str,), "result_ttl": (int, float),
                                        "heartbeat": (int, float), "tcp": (str,), "unserved_grace": (int, float),
                                        "log_format": (str,), "metrics": (str,)}
@@ -55,6 +59,8 @@ def load(home: Path) -> dict[str, Any]:
             raise CliError(f"{path}: {key} must be {' or '.join(t.__name__ for t in _TYPES[key])}")
     if "log_level" in doc and doc["log_level"].upper() not in LEVELS:
         raise CliError(f"{path}: log_level must be one of {', '.join(LEVELS)}")
+    if "neural_start" in doc and doc["neural_start"] not in NEURAL_STARTS:
+        raise CliError(f"{path}: neural_start must be one of {', '.join(NEURAL_STARTS)}")
     if "log_format" in doc and doc["log_format"] not in FORMATS:
         raise CliError(f"{path}: log_format must be one of {', '.join(FORMATS)}")
     for key in ("agents", "capacity", "result_ttl", "heartbeat", "unserved_grace"):

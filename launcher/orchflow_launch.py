@@ -104,12 +104,15 @@ def detach(home: Path, args: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="orchflow-launch", description="Start and supervise a local orchflow swarm.",
                                  epilog="Settings may also live in $ORCHFLOW_HOME/config.toml (agents, capacity, "
-                                        "neural_workers, log_level, result_ttl, heartbeat, tcp); flags win.")
+                                        "neural_workers, neural_start, log_level, result_ttl, heartbeat, tcp); flags win.")
     ap.add_argument("command", nargs="?", choices=["start", "stop", "status"], default="start")
     ap.add_argument("--home", default=None, help="swarm home (default $ORCHFLOW_HOME or ~/.orchflow)")
     ap.add_argument("--agents", type=int, default=None, help="built-in agent processes, also serving memory (default 2)")
     ap.add_argument("--capacity", type=int, default=None, help="concurrent tasks per agent (default 4)")
     ap.add_argument("--neural-workers", type=int, default=None, help="neural worker processes (default 1)")
+    ap.add_argument("--neural-start", default=None, choices=config.NEURAL_STARTS,
+                    help="start the neural workers with the first neural.* task (demand, the default) "
+                         "or with the swarm (eager)")
     ap.add_argument("--log-level", default=None, choices=LEVELS, type=str.upper,
                     help="every process's log level (default INFO); logs are in $ORCHFLOW_HOME/logs")
     ap.add_argument("--log-format", default=None, choices=FORMATS,
@@ -131,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     home = Path(args.home or orchflow_home())
     try:
         conf = config.settings(home, {"agents": args.agents, "capacity": args.capacity,
-                                      "neural_workers": args.neural_workers, "log_level": args.log_level,
+                                      "neural_workers": args.neural_workers, "neural_start": args.neural_start,
+                                      "log_level": args.log_level,
                                       "result_ttl": args.result_ttl, "tcp": args.tcp,
                                       "unserved_grace": args.unserved_grace,
                                       "log_format": args.log_format, "metrics": args.metrics})
@@ -164,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     (home / "logs").mkdir(parents=True, exist_ok=True)
     also_log_to(str(home / "logs" / "launcher.log"))
     sup = Supervisor(SwarmConfig(home=home, agents=conf["agents"], agent_capacity=conf["capacity"],
-                                 neural_workers=conf["neural_workers"], tcp=conf["tcp"], heartbeat=conf["heartbeat"],
+                                 neural_workers=conf["neural_workers"], neural_start=conf["neural_start"],
+                                 tcp=conf["tcp"], heartbeat=conf["heartbeat"],
                                  result_ttl=conf["result_ttl"], unserved_grace=conf["unserved_grace"],
                                  verify_stores=not args.no_verify, metrics=conf["metrics"]))
     # Before start(): a stop that comes as soon as the state file says ready (a script's

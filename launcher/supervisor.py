@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import msgpack
 import zmq
 
 from bus.auth import KeyRing
@@ -56,6 +57,10 @@ class SwarmConfig:
     agents: int = 2
     agent_capacity: int = 4
     neural_workers: int = 1
+    # "demand": the neural workers start with the first neural.* task (the broker says
+    # kind.unserved); "eager": with the swarm.  Most swarms never train a network, and a
+    # worker is numpy and 40 MiB of memory.
+    neural_start: str = "demand"
     tcp: str | None = None  # "HOST:PORT" where remote agents may connect
     heartbeat: float = 1.0
     result_ttl: float = 3600.0     # finished tasks (and dead letters) kept this long
@@ -193,6 +198,8 @@ class Supervisor:
         self._outbox: "queue.Queue[tuple[str, dict] | None]" = queue.Queue()
         self._publisher = threading.Thread(target=self._publish_loop, name="supervisor-events", daemon=True)
         self._publisher.start()
+        self._neural_wanted = threading.Event()  # set by the kind.unserved watcher or a health check
+        self._neural_started = False
 
     def _publish(self, topic: str, body: dict) -> None:
         """Supervisor events (agent.restarted, agent.given_up) go through the broker's event proxy."""
@@ -245,15 +252,51 @@ class Supervisor:
             extra = ["--memory", memory] + (["--events-in", self.endpoints.events_in] if i == 0 else [])
             self._add(f"agent{i}", lambda i=i, extra=extra: self.group.agent(
                 f"agent{i}", capacity=cfg.agent_capacity, heartbeat=cfg.heartbeat, extra=extra))
-        for i in range(cfg.neural_workers):
-            self._add(f"neural{i}", lambda i=i: self.group.agent(
-                f"neural{i}", capacity=256, module="neural.pool", heartbeat=cfg.heartbeat,
-                extra=["--memory", memory]))
-        self.group.wait_agents(cfg.agents + cfg.neural_workers)
+        eager = cfg.neural_start == "eager"
+        if eager:
+            self._start_neural()
+        elif cfg.neural_workers:
+            threading.Thread(target=self._watch_unserved, name="neural-on-demand", daemon=True).start()
+        self.group.wait_agents(cfg.agents + (cfg.neural_workers if eager else 0))
         self.ready = True
         log.info("swarm ready under %s: %s", cfg.home,
                  ", ".join(f"{name} pid {proc.pid}" for name, proc in self.group.procs.items()))
         self._write_state()
+
+    def _start_neural(self) -> None:
+        """The neural pool's workers: with the swarm, or on the first neural.* task."""
+        if self._neural_started:
+            return
+        self._neural_started = True
+        cfg, memory = self.config, str(self.config.home / "memory")
+        for i in range(cfg.neural_workers):
+            self._add(f"neural{i}", lambda i=i: self.group.agent(
+                f"neural{i}", capacity=256, module="neural.pool", heartbeat=cfg.heartbeat,
+                extra=["--memory", memory]))
+        if self.ready:
+            log.info("neural workers started on demand: %s", ", ".join(
+                f"neural{i} pid {self.group.procs[f'neural{i}'].pid}" for i in range(cfg.neural_workers)))
+
+    def _watch_unserved(self) -> None:
+        """Listen for kind.unserved: a neural.* task nobody serves starts the workers.
+        The supervision loop starts them (children are spawned from one thread)."""
+        sub = zmq.Context.instance().socket(zmq.SUB)
+        sub.linger = 0
+        sub.setsockopt(zmq.SUBSCRIBE, b"kind.unserved")
+        sub.connect(self.endpoints.events)
+        try:
+            while not self._stop.is_set() and not self._neural_wanted.is_set():
+                if not sub.poll(200):
+                    continue
+                frames = sub.recv_multipart()
+                try:
+                    kind = msgpack.unpackb(frames[-1], raw=False).get("kind", "")
+                except Exception:  # noqa: BLE001 - not an event of ours
+                    continue
+                if isinstance(kind, str) and kind.startswith("neural."):
+                    self._neural_wanted.set()
+        finally:
+            sub.close()
 
     def _tcp_endpoints(self) -> dict[str, str | None]:
         tcp = TcpEndpoints.at(self.config.tcp) if self.config.tcp else None
@@ -284,7 +327,9 @@ class Supervisor:
         """Restart dead or hung children until stopped (or ``until()`` is true)."""
         next_health = time.monotonic() + self.config.health_interval
         while not self._stop.is_set() and not (until and until()):
-            for child in self.children.values():
+            if self._neural_wanted.is_set() and not self._neural_started:
+                self._start_neural()
+            for child in list(self.children.values()):
                 proc = self.group.procs.get(child.name)
                 if child.given_up or proc is None or proc.poll() is None:
                     continue
@@ -303,8 +348,11 @@ class Supervisor:
         """
         try:
             with Client(self.endpoints.frontend, ack_timeout=1.0) as c:
-                registered = {a["name"] for a in c.status()["agents"]}
+                status = c.status()
+            registered = {a["name"] for a in status["agents"]}
             broker_ok = True
+            if any(kind.startswith("neural.") for kind in status.get("unserved", {})):
+                self._neural_wanted.set()  # e.g. replayed after a restart, before anyone listened
         except BusError:
             registered, broker_ok = set(), False
         grace = self.config.health_interval * self.config.health_failures

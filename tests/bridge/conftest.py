@@ -9,5 +9,5 @@ from tests.conftest import launched_swarm
 
 @pytest.fixture(scope="module")
 def swarm():
-    with launched_swarm("--agents", "2") as launched:
+    with launched_swarm("--agents", "2", "--neural-start", "eager") as launched:
         yield launched

@@ -264,3 +264,24 @@ def test_a_heartbeat_of_encoded_nil_is_an_empty_heartbeat(swarm):
         assert [c for c, _ in agent.drain(0.5) if c is not Command.HEARTBEAT] == []
     with Client(swarm.endpoints.frontend) as c:
         assert c.status()["counters"]["malformed_backend"] == 0
+
+
+def test_work_nobody_serves_is_announced_once_per_kind(swarm):
+    """kind.unserved lets a launcher start agents on demand (the neural pool does)."""
+    with Client(swarm.endpoints.frontend) as c:
+        sub = subscribed(c, "kind.unserved")
+        for _ in range(3):
+            c.submit("lonely.kind", None)
+        events = collect(sub, "kind.unserved", 3, timeout=1.5)
+        assert [e["kind"] for _, e in events].count("lonely.kind") == 1, events
+        with RawPeer(swarm.endpoints.backend, P.AGENT) as agent:
+            agent.send(Command.READY, {"name": "late", "kinds": ["lonely.kind"], "capacity": 3})
+            assert len(agent.expect(Command.TASK)) >= 1
+        c.submit("lonely.kind", None)  # its agent left (the RawPeer closed): announced again
+        deadline = time.monotonic() + 10
+        again = []
+        while not again and time.monotonic() < deadline:
+            if not c.status()["agents"]:
+                c.submit("lonely.kind", None)
+                again = collect(sub, "kind.unserved", 1, timeout=1.0)
+    assert again and again[0][1]["kind"] == "lonely.kind"

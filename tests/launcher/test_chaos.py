@@ -65,7 +65,8 @@ class Swarm:
     def start(self) -> None:
         """The one command a person would run."""
         log = open(os.path.join(self.home, f"launcher-{self.launches}.out"), "wb")
-        self.launcher = subprocess.Popen([sys.executable, "-m", "launcher.orchflow_launch", "--home", self.home, "--agents", "2"],
+        self.launcher = subprocess.Popen([sys.executable, "-m", "launcher.orchflow_launch", "--home", self.home, "--agents", "2",
+                                          "--neural-start", "eager"],
                                          stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                          env=self.env, start_new_session=True)
         log.close()

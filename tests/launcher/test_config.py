@@ -43,7 +43,7 @@ def test_the_launcher_applies_the_file_and_refuses_a_bad_one(run_dir):
     home = Path(run_dir, "home")
     home.mkdir()
     env = dict(os.environ, ORCHFLOW_HOME=str(home))
-    (home / "config.toml").write_text("agents = 1\nresult_ttl = 120\n")
+    (home / "config.toml").write_text("agents = 1\nresult_ttl = 120\nneural_start = \"eager\"\n")
     done = subprocess.run(["orchflow-launch", "--detach", "--log-level", "debug"], env=env, capture_output=True,
                           text=True, timeout=60)
     state_file = home / "run" / "state.json"

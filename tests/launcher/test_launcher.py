@@ -29,7 +29,7 @@ def wait_for(predicate, timeout: float, what: str):
 def launched(run_dir):
     home = os.path.join(run_dir, "home")
     env = dict(os.environ, ORCHFLOW_HOME=home)
-    proc = subprocess.Popen(["orchflow-launch", "--agents", "2"], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(["orchflow-launch", "--agents", "2", "--neural-start", "eager"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, start_new_session=True)
     state_file = os.path.join(home, "run", "state.json")
     try:
@@ -230,3 +230,25 @@ def test_events_tail_through_the_cli(launched):
     finally:
         os.killpg(tail.pid, signal.SIGKILL)
         tail.wait(10)
+
+
+def test_the_neural_workers_start_with_the_first_neural_task():
+    """#14: the default swarm starts no neural worker (numpy, ~40 MiB) until a neural.*
+    task needs one; the task then runs as if the worker had always been there."""
+    from bus import Client
+    from conftest import launched_swarm  # tests/conftest.py
+
+    with launched_swarm() as (env, home, state):
+        assert "neural0" not in state["pids"], state["pids"]
+        with Client(state["endpoints"]["frontend"]) as c:
+            assert {a["name"] for a in c.status()["agents"]} == {"agent0", "agent1"}
+            started = time.monotonic()
+            models = c.call("neural.list", {}, timeout=60)
+            took = time.monotonic() - started
+            names = {a["name"] for a in c.status()["agents"]}
+        state_now = json.load(open(os.path.join(home, "run", "state.json")))
+        assert isinstance(models, list) and "neural0" in names and "neural0" in state_now["pids"], \
+            (models, names, state_now["pids"])
+        assert took < 30
+        log = open(os.path.join(home, "logs", "launcher.log")).read()
+        assert "neural workers started on demand" in log

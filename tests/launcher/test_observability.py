@@ -37,7 +37,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def swarm():
     port = free_port()
-    with launched_swarm("--agents", "2", "--metrics", str(port), "--log-format", "json") as (env, home, state):
+    with launched_swarm("--agents", "2", "--neural-start", "eager", "--metrics", str(port), "--log-format", "json") as (env, home, state):
         yield {"env": env, "home": home, "port": port, "endpoints": state["endpoints"]}
 
 
