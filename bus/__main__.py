@@ -27,6 +27,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="swarm memory (LMDB dir) where every finished task leaves an outcome record for routing")
     ap.add_argument("--learned-routing", action="store_true",
                     help="route by the neural pool's routing model (needs --memory); least-loaded otherwise")
+    ap.add_argument("--record-outcomes", action="store_true",
+                    help="leave an outcome record per answered task in --memory (learned routing does)")
     ap.add_argument("--routing-refresh", type=float, default=5.0, help="seconds between routing-model checks")
     ap.add_argument("--retrain-interval", type=float, default=30.0,
                     help="learned routing: seconds between retraining requests to the neural pool")
@@ -51,15 +53,17 @@ def main(argv: list[str] | None = None) -> None:
         from store.journal import TaskJournal
         journal = TaskJournal(args.journal, sync=args.durable == "sync")
     outcomes = router = memory = None
-    if args.memory:
+    if args.memory and (args.learned_routing or args.record_outcomes or args.metrics):
         from store import Memory
-
-        from .outcomes import OutcomeRecorder
         memory = Memory(args.memory, sync=False)  # learning data: no fsync per turn
+    if memory is not None and (args.learned_routing or args.record_outcomes):
+        # An outcome record per task (and a model retrained from them): about 14 µs of the
+        # broker's time per task (bench/peers.py), so only when asked for.
+        from .outcomes import OutcomeRecorder
         outcomes = OutcomeRecorder(memory)
-        if args.learned_routing:
-            from neural.router import LearnedRouter
-            router = LearnedRouter(memory, refresh=args.routing_refresh)
+    if memory is not None and args.learned_routing:
+        from neural.router import LearnedRouter
+        router = LearnedRouter(memory, refresh=args.routing_refresh)
     middleware = []
     if args.metrics:
         from .middleware.prometheus import Metrics, serve_metrics

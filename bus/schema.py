@@ -108,6 +108,9 @@ class Schema:
         unknown = set(node) - _KNOWN
         if unknown:
             raise ValueError(f"schema keywords not supported: {sorted(unknown)}")
+        fused = self._fused(node)
+        if fused is not None:
+            return fused
         checks: list[Check] = []
         if "$ref" in node:
             checks.append(self.check(node["$ref"]))  # the file has no reference cycles
@@ -145,12 +148,32 @@ class Schema:
                 check(value)
         return all_of
 
-    def _array_check(self, node: dict[str, Any]) -> Check:
+    def _fused(self, node: dict[str, Any]) -> Check | None:
+        """One closure for the common node shapes (a typed string, number, map or list
+        with its limits), instead of a chain of one closure per keyword: the task map
+        is checked for every task, and each call saved there is a broker's per-task cost."""
+        keys = set(node) - _ANNOTATIONS
+        kind = node.get("type")
+        if kind == "string" and "x-bytes" in node and keys <= {"type", "minLength", "x-bytes", "pattern"}:
+            return _text_check(node["x-bytes"], node.get("pattern"))
+        if kind in ("integer", "number") and keys <= {"type", "minimum", "maximum", "x-finite"}:
+            return _strict_number_check(kind, node.get("minimum"), node.get("maximum"), bool(node.get("x-finite")))
+        if kind == "array" and keys <= {"type", "items", "minItems", "maxItems"}:
+            return self._array_check(node, strict=True)
+        if kind == "object" and keys <= {"type", "properties", "required", "additionalProperties", "allOf"} \
+                and all(set(sub) == {"not"} for sub in node.get("allOf", ())):
+            return self._object_check(node, strict=True,
+                                      conflicts=[tuple(sub["not"]["required"]) for sub in node.get("allOf", ())])
+        return None
+
+    def _array_check(self, node: dict[str, Any], strict: bool = False) -> Check:
         item = self._compile(node["items"]) if "items" in node else _pass
         low, high = node.get("minItems", 0), node.get("maxItems", math.inf)
 
         def array(value: Any) -> None:
             if type(value) is not list:
+                if strict:
+                    _fail(f"an array, not {_describe(value)}")
                 return  # the type keyword, if any, speaks for the type
             if not low <= len(value) <= high:
                 _fail(f"a list of {low}..{high} entries" if high != math.inf else f"a list of at least {low}")
@@ -163,16 +186,24 @@ class Schema:
                         raise
         return array
 
-    def _object_check(self, node: dict[str, Any]) -> Check:
+    def _object_check(self, node: dict[str, Any], strict: bool = False,
+                      conflicts: list[tuple[str, ...]] | None = None) -> Check:
         props = {name: self._compile(sub) for name, sub in node.get("properties", {}).items()}
         required = tuple(node.get("required", ()))
         extra = node.get("additionalProperties", True)
         extra_check = None if extra is True or extra is False else self._compile(extra)
         closed = extra is False
+        pairs = conflicts or []
 
         def obj(value: Any) -> None:
             if type(value) is not dict:
+                if strict:
+                    _fail(f"a map, not {_describe(value)}")
                 return
+            for fields in pairs:
+                if fields[0] in value and all(f in value for f in fields):
+                    words = " and ".join(f"'{f}'" for f in fields)
+                    raise Invalid(f"gives {words} together; give one or the other", sentence=True)
             for key in required:
                 if key not in value:
                     exc = Invalid("present")
@@ -242,6 +273,46 @@ def _type_check(types: str | list[str]) -> Check:
                 return
         _fail(f"{expected}, not {_describe(value)}")
     return several
+
+
+def _text_check(limits: list[int], pattern: str | None) -> Check:
+    """A string within ``limits`` UTF-8 bytes without NUL (and matching ``pattern``)."""
+    low, high = limits
+    fast = high // 4  # at most this many characters are within `high` bytes whatever they are
+    search = re.compile(pattern).search if pattern else None
+
+    def text(value: Any) -> None:
+        if type(value) is not str:
+            _fail(f"a string, not {_describe(value)}")
+        n = len(value)
+        if not (low <= n <= fast) or "\x00" in value:
+            try:
+                size = len(value.encode())
+            except UnicodeEncodeError:
+                _fail("valid UTF-8")
+            if not low <= size <= high or "\x00" in value:
+                _fail(f"{low}..{high} UTF-8 bytes without NUL (got {size} bytes)")
+        if search is not None and search(value) is None:
+            _fail(f"a string matching {pattern}")
+    return text
+
+
+def _strict_number_check(kind: str, low: float | None, high: float | None, finite: bool) -> Check:
+    lo = -math.inf if low is None else low
+    hi = math.inf if high is None else high
+    words = f"in {low if low is not None else '-inf'}..{high if high is not None else 'inf'}"
+    integer = kind == "integer"
+    bounded = low is not None or high is not None  # unbounded: NaN passes, as in JSON Schema
+
+    def number(value: Any) -> None:
+        t = type(value)
+        if t is not int and (integer or t is not float):
+            _fail(f"{_WORDS[kind]}, not {_describe(value)}")
+        if finite and t is float and not math.isfinite(value):
+            _fail(f"a finite number, not {value}")
+        if bounded and not lo <= value <= hi:
+            _fail(words)
+    return number
 
 
 def _enum_check(values: list[Any]) -> Check:

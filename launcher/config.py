@@ -8,6 +8,7 @@ the key, so a typo never silently does nothing.
     capacity = 4          # concurrent tasks per agent
     neural_workers = 1
     neural_start = "demand"  # or "eager": start the neural workers with the swarm
+    learned_routing = false  # true: route by a model learned from every task's outcome
     log_level = "INFO"    # DEBUG, INFO, WARNING, ERROR: every process of the swarm
     result_ttl = 3600     # seconds finished tasks, and failed ones (dead letters), are kept
     unserved_grace = 600  # fail queued tasks of a kind no agent served this long (default: wait)
@@ -29,12 +30,13 @@ from .errors import CliError
 
 FILE = "config.toml"
 DEFAULTS: dict[str, Any] = {"agents": 2, "capacity": 4, "neural_workers": 1, "neural_start": "demand",
+                            "learned_routing": False,
                             "log_level": "INFO",
                             "result_ttl": 3600.0, "heartbeat": 1.0, "tcp": None, "unserved_grace": None,
                             "log_format": "text", "metrics": None}
 NEURAL_STARTS = ("demand", "eager")
 _TYPES: dict[str, tuple[type, ...]] = {"agents": (int,), "capacity": (int,), "neural_workers": (int,),
-                                       "neural_start": (str,),
+                                       "neural_start": (str,), "learned_routing": (bool,),
                                        "log_level": (str,), "result_ttl": (int, float),
                                        "heartbeat": (int, float), "tcp": (str,), "unserved_grace": (int, float),
                                        "log_format": (str,), "metrics": (str,)}
@@ -55,7 +57,7 @@ def load(home: Path) -> dict[str, Any]:
     for key, value in doc.items():
         if key not in _TYPES:
             raise CliError(f"{path}: unknown setting {key!r}; known: {', '.join(_TYPES)}")
-        if isinstance(value, bool) or not isinstance(value, _TYPES[key]):
+        if (isinstance(value, bool) and bool not in _TYPES[key]) or not isinstance(value, _TYPES[key]):
             raise CliError(f"{path}: {key} must be {' or '.join(t.__name__ for t in _TYPES[key])}")
     if "log_level" in doc and doc["log_level"].upper() not in LEVELS:
         raise CliError(f"{path}: log_level must be one of {', '.join(LEVELS)}")

@@ -73,7 +73,7 @@ class ProcessGroup:
                sync: bool = True, wait: bool = True, tcp: str | None = None, keys_home: str | None = None,
                memory: str | None = None, learned_routing: bool = False,
                result_ttl: float | None = None, unserved_grace: float | None = None,
-               metrics: str | None = None) -> subprocess.Popen:
+               metrics: str | None = None, record_outcomes: bool = False) -> subprocess.Popen:
         args = ["-m", "bus", "--run-dir", str(self.run_dir), "--heartbeat", str(heartbeat)]
         if result_ttl is not None:
             args += ["--result-ttl", str(result_ttl)]
@@ -85,6 +85,8 @@ class ProcessGroup:
             args += ["--metrics", metrics]
         if learned_routing:
             args += ["--learned-routing"]
+        if record_outcomes:
+            args += ["--record-outcomes"]
         if tcp:
             args += ["--tcp", tcp]
         if keys_home:

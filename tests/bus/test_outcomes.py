@@ -14,7 +14,7 @@ from store import env as E
 
 def test_outcomes_are_recorded_with_agent_duration_and_success(procs, run_dir):
     memory_path = os.path.join(run_dir, "memory")
-    procs.broker(memory=memory_path)
+    procs.broker(memory=memory_path, record_outcomes=True)
     procs.agent("fast", capacity=2, kinds="sys.sleep,sys.fail")
     procs.wait_agents(1)
     with Client(procs.endpoints.frontend) as c:

@@ -43,7 +43,8 @@ def test_the_launcher_applies_the_file_and_refuses_a_bad_one(run_dir):
     home = Path(run_dir, "home")
     home.mkdir()
     env = dict(os.environ, ORCHFLOW_HOME=str(home))
-    (home / "config.toml").write_text("agents = 1\nresult_ttl = 120\nneural_start = \"eager\"\n")
+    (home / "config.toml").write_text("agents = 1\nresult_ttl = 120\nneural_start = \"eager\"\n"
+                                      "learned_routing = true\n")
     done = subprocess.run(["orchflow-launch", "--detach", "--log-level", "debug"], env=env, capture_output=True,
                           text=True, timeout=60)
     state_file = home / "run" / "state.json"
@@ -54,6 +55,7 @@ def test_the_launcher_applies_the_file_and_refuses_a_bad_one(run_dir):
         broker = pids["broker"]
         cmdline = Path(f"/proc/{broker}/cmdline").read_bytes().split(b"\0")
         assert float(cmdline[cmdline.index(b"--result-ttl") + 1]) == 120
+        assert b"--learned-routing" in cmdline
         environ = Path(f"/proc/{broker}/environ").read_bytes().split(b"\0")
         assert b"ORCHFLOW_LOG_LEVEL=DEBUG" in environ
     finally:

@@ -240,6 +240,8 @@ def test_the_neural_workers_start_with_the_first_neural_task():
 
     with launched_swarm() as (env, home, state):
         assert "neural0" not in state["pids"], state["pids"]
+        broker_args = open(f"/proc/{state['pids']['broker']}/cmdline", "rb").read().split(b"\0")
+        assert b"--learned-routing" not in broker_args and b"--record-outcomes" not in broker_args
         with Client(state["endpoints"]["frontend"]) as c:
             assert {a["name"] for a in c.status()["agents"]} == {"agent0", "agent1"}
             started = time.monotonic()
