@@ -464,8 +464,11 @@ class Broker:
     def _on_submit(self, identity: bytes, body: Any, who: Principal) -> None:
         specs, req = P.parse_submit(body)  # all-or-nothing: validate first
         found: dict[str, Task] = {}
+        in_batch: dict[str, str] = {}  # id -> project, for ids given twice in this SUBMIT
         for spec in specs:  # ... and authorize first: a refused batch changes nothing
             self._check_project(who, spec.project)
+            if spec.id is not None and in_batch.setdefault(spec.id, spec.project) != spec.project:
+                raise ProtocolError("bad-field", f"task id {spec.id!r} is given twice, for two projects")
             if spec.id is not None and (existing := self._existing(spec.id, True)) is not None:
                 if existing.project != spec.project or not who.may_act_for(existing.project):
                     raise self._forbidden(f"task id {spec.id!r} is taken")
@@ -483,6 +486,8 @@ class Broker:
             else:
                 task = self._accept(spec, task_id, who.name)
                 task.watchers.append(identity)
+                if spec.id is not None:
+                    found[spec.id] = task  # the same id again in this SUBMIT is a duplicate, not a second task
                 if not spec.ack:  # ack=false (call): the RESULT is the answer, and it need not wait for a commit
                     task.caller = identity
             if spec.ack:

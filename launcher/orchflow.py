@@ -266,7 +266,8 @@ def run(args: argparse.Namespace) -> int:
         if args.cmd == "cancel":
             return task_cli.cancel_command(c, args)
         if args.cmd == "kinds":
-            return task_cli.kinds_command(c, args)
+            on_demand = [] if getattr(args, "broker", None) else (read_state(home) or {}).get("on_demand", [])
+            return task_cli.kinds_command(c, args, on_demand)
         if args.cmd in ("tasks", "purge", "retry", "schedule"):
             return getattr(task_cli, f"{args.cmd}_command")(c, args)
         if args.cmd == "top":

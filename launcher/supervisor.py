@@ -318,6 +318,9 @@ class Supervisor:
                                "events_in": self.endpoints.events_in, "events": self.endpoints.events,
                                **self._tcp_endpoints()},
                  "pids": {name: proc.pid for name, proc in self.group.procs.items()}}
+        if self.config.neural_workers and not self._neural_started:  # orchflow kinds lists them
+            from neural.kinds import PAYLOAD_FIELDS
+            state["on_demand"] = sorted(PAYLOAD_FIELDS)
         tmp = self.config.state_file.with_suffix(".tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as f:

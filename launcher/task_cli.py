@@ -310,10 +310,11 @@ def cancel_command(c: Client, args: argparse.Namespace) -> int:
     return code
 
 
-def kinds_command(c: Client, args: argparse.Namespace) -> int:
+def kinds_command(c: Client, args: argparse.Namespace, on_demand: list[str] = ()) -> int:
+    """``on_demand``: kinds whose agents the launcher starts when the first task comes."""
     from agents.builtin import PAYLOAD_FIELDS as builtin
     from agents.memory_agent import PAYLOAD_FIELDS as memory
-    from neural.pool import PAYLOAD_FIELDS as neural
+    from neural.kinds import PAYLOAD_FIELDS as neural
     fields = {**builtin, **memory, **neural}
     status = c.status()
     queues = status.get("queues") or {}
@@ -321,8 +322,11 @@ def kinds_command(c: Client, args: argparse.Namespace) -> int:
     rows = [{"kind": kind, "agents": sorted(a["name"] for a in agents),
              "capacity": sum(a["capacity"] for a in agents), "queued": queues.get(kind, 0),
              "payload": fields.get(kind, "")} for kind, agents in sorted(kinds.items())]
+    rows += [{"kind": kind, "agents": [], "capacity": 0, "queued": queues.get(kind, 0), "on_demand": True,
+              "payload": f"{fields.get(kind, '')} (its agent starts with the first task)".lstrip()}
+             for kind in sorted(on_demand) if kind not in kinds]
     rows += [{"kind": kind, "agents": [], "capacity": 0, "queued": depth, "payload": "NOT SERVED: no agent"}
-             for kind, depth in sorted(queues.items()) if kind not in kinds and depth]
+             for kind, depth in sorted(queues.items()) if kind not in kinds and kind not in on_demand and depth]
     if args.json:
         show(rows, True)
         return exit_codes.DONE

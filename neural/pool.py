@@ -49,19 +49,9 @@ SHARED_PROJECT = "shared"
 
 def models_namespace(project: str) -> str:
     return NS if project == SYSTEM_PROJECT else f"{NS}:{project}"
+
+
 ALGORITHMS = {"incremental": INCREMENTAL, "batch": BATCH, "rprop": RPROP, "quickprop": QUICKPROP, "sarprop": SARPROP}
-#: What ``orchflow kinds`` shows for each neural kind.
-PAYLOAD_FIELDS = {
-    "neural.create": "name, layers: [inputs, hidden..., outputs], activation?, output_activation?, "
-                     "shortcut?: bool, seed?",
-    "neural.load": "name, fann: FANN file text, meta?, shared?: bool",
-    "neural.run": "name, input: vector or list of vectors, version?",
-    "neural.train": "name, data_text: FANN data file text (or data: {inputs, outputs}), max_epochs?, "
-                    "desired_error?, algorithm?, cascade_neurons?, report_every?, version?",
-    "neural.list": "{}",
-    "neural.stats": "{}",
-    "neural.train_router": "max_records? (project orchflow only)",
-}
 
 
 class ModelRegistry:

@@ -285,3 +285,20 @@ def test_work_nobody_serves_is_announced_once_per_kind(swarm):
                 c.submit("lonely.kind", None)
                 again = collect(sub, "kind.unserved", 1, timeout=1.0)
     assert again and again[0][1]["kind"] == "lonely.kind"
+
+
+def test_an_id_twice_in_one_submit_is_one_task(swarm):
+    """Found when the client began batching submit()s: the broker accepted both entries,
+    so one id was queued, and run, twice (reachable from any client since 1.0)."""
+    with RawPeer(swarm.endpoints.frontend, P.CLIENT) as peer, \
+            RawPeer(swarm.endpoints.backend, P.AGENT) as agent:
+        agent.send(Command.READY, {"name": "raw", "kinds": ["k"], "capacity": 4})
+        peer.send(Command.SUBMIT, [{"id": "twice", "kind": "k", "payload": 1},
+                                   {"id": "twice", "kind": "k", "payload": 2}])
+        assert peer.expect(Command.ACCEPTED) == ["twice", "twice"]
+        assert [t["id"] for t in agent.expect(Command.TASK)] == ["twice"]
+        assert [c for c, _ in agent.drain(0.5) if c is not Command.HEARTBEAT] == []  # no second run
+        peer.send(Command.SUBMIT, [{"id": "split", "kind": "k"}, {"id": "split", "kind": "k", "project": "other"}])
+        assert peer.expect(Command.ERROR)["code"] == "bad-field"
+    with Client(swarm.endpoints.frontend) as c:
+        assert c.status()["counters"]["duplicates"] == 1

@@ -230,6 +230,7 @@ def test_cancel_fetch_and_status_of_another_projects_task(secure):
         agent.send(Command.DONE, [{"id": done_id, "result": {"stdout": "deploy key: hunter2"}}])
         assert a.result(done_id, timeout=5) == {"stdout": "deploy key: hunter2"}
         queued_id = a.submit("unserved", 1)
+        a.flush()  # accepted (submit() returns before it is even sent): now b may refer to it
 
         with pytest.raises(TaskRejected) as err:
             b.outcome(done_id, timeout=5)  # FETCH

@@ -162,6 +162,8 @@ def test_kinds_lists_every_served_kind_with_its_payload_fields(env):
     done = orchflow(env, "--json", "kinds")
     rows = {r["kind"]: r for r in json.loads(done.stdout)}
     assert {"shell", "sys.echo", "memory.put", "neural.train"} <= set(rows)
+    # the neural workers start with the first neural task (#14): listed, and said so
+    assert rows["neural.train"]["on_demand"] and "starts with the first task" in rows["neural.train"]["payload"]
     assert "check?: bool" in rows["shell"]["payload"] and rows["shell"]["agents"]
     table = orchflow(env, "kinds").stdout.decode().splitlines()
     assert table[0].split() == ["KIND", "AGENTS", "CAP", "QUEUED", "PAYLOAD"]
