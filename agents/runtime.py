@@ -214,6 +214,7 @@ class Agent:
         sock.linger = 0
         sock.sndhwm = 100_000
         sock.rcvhwm = 100_000
+        P.quick_reconnect(sock)
         if self.curve is not None:
             self.curve.apply(sock)
         sock.connect(self.endpoint)

@@ -172,7 +172,10 @@ def main(argv: list[str] | None = None) -> int:
     (home / "logs").mkdir(parents=True, exist_ok=True)
     also_log_to(str(home / "logs" / "launcher.log"))
     sup = Supervisor(SwarmConfig(home=home, agents=conf["agents"], agent_capacity=conf["capacity"],
-                                 neural_workers=conf["neural_workers"], neural_start=conf["neural_start"],
+                                 neural_workers=conf["neural_workers"],
+                                 # the demo trains a network at once, and runs in the thread that
+                                 # would start workers on demand
+                                 neural_start="eager" if args.demo else conf["neural_start"],
                                  learned_routing=conf["learned_routing"],
                                  tcp=conf["tcp"], heartbeat=conf["heartbeat"],
                                  result_ttl=conf["result_ttl"], unserved_grace=conf["unserved_grace"],

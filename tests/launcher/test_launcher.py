@@ -236,7 +236,7 @@ def test_the_neural_workers_start_with_the_first_neural_task():
     """#14: the default swarm starts no neural worker (numpy, ~40 MiB) until a neural.*
     task needs one; the task then runs as if the worker had always been there."""
     from bus import Client
-    from conftest import launched_swarm  # tests/conftest.py
+    from tests.conftest import launched_swarm
 
     with launched_swarm() as (env, home, state):
         assert "neural0" not in state["pids"], state["pids"]
