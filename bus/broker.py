@@ -49,6 +49,10 @@ log = logging.getLogger("orchflow.broker")
 
 #: Messages read from one socket per loop turn before the others get a go.
 DRAIN_BATCH = 512
+#: Records nobody waits on (a call()'s submission and end) are committed within this many
+#: seconds, or with the next turn that must commit, or once this many are waiting.
+LAZY_COMMIT = 0.005
+LAZY_COMMIT_RECORDS = 1000
 _RESULTS = (Command.DONE, Command.FAILED, Command.PROGRESS)
 
 
@@ -151,6 +155,7 @@ class Broker:
         self.hooks = Hooks(features + list(middleware or ()))
         self._fallback_router = LeastLoaded()
         self._told_to_register: dict[bytes, float] = {}  # identity -> when we last sent it DISCONNECT
+        self._lazy_since: float | None = None  # when records began waiting for a commit no reply forced
         self._announced_unserved: set[str] = set()  # kinds kind.unserved was published for
         remote = config.frontend_tcp or config.backend_tcp or config.events_tcp
         if remote and not config.keys_home:
@@ -264,7 +269,10 @@ class Broker:
         try:
             while not self._stop.is_set():
                 now_m = time.monotonic()
-                timeout = max(0.0, min(next_tick, self._next_deadline_monotonic(now_m)) - now_m)
+                wake = min(next_tick, self._next_deadline_monotonic(now_m))
+                if self._lazy_since is not None:  # records waiting for a commit nobody forced
+                    wake = min(wake, self._lazy_since + LAZY_COMMIT)
+                timeout = max(0.0, wake - now_m)
                 ready = dict(poller.poll(min(timeout, 0.25) * 1000))
                 if self.events.sock in ready:
                     self.events.on_subscription()
@@ -1180,14 +1188,17 @@ class Broker:
             early, self._early_results = self._early_results, {}
             self._send_results(early)
         # Durability before any other word to a client: group commit, then acks and results.
-        if self.hooks.committed:
-            staged, started = self.journal.staged(), time.perf_counter()
-            self.journal.commit()
-            took = time.perf_counter() - started
-            for hook in self.hooks.committed:
-                hook(took, staged)
-        else:
-            self.journal.commit()
+        # A turn whose records nobody is waiting on (call()s: their RESULT went out above)
+        # need not stall the loop on an fsync now: it commits with the next turn that
+        # must, or within LAZY_COMMIT (PROTOCOL 4.2).
+        staged = self.journal.staged()
+        if staged:
+            now_m = time.monotonic()
+            if self._replies or self._results or staged >= LAZY_COMMIT_RECORDS or \
+                    (self._lazy_since is not None and now_m - self._lazy_since >= LAZY_COMMIT):
+                self._commit(staged)
+            elif self._lazy_since is None:
+                self._lazy_since = now_m
         if self._replies:
             frontend = self.frontend
             for sock, identity, command, body in self._replies:
@@ -1197,6 +1208,17 @@ class Broker:
         if self._results:  # after the replies: a RESULT never comes before its task's ACCEPTED
             self._send_results(self._results)
             self._results.clear()
+
+    def _commit(self, staged: int) -> None:
+        self._lazy_since = None
+        if self.hooks.committed:
+            started = time.perf_counter()
+            self.journal.commit()
+            took = time.perf_counter() - started
+            for hook in self.hooks.committed:
+                hook(took, staged)
+        else:
+            self.journal.commit()
 
     def _send_results(self, results: dict[bytes, list[dict]]) -> None:
         result = P.command_byte(Command.RESULT)

@@ -182,6 +182,7 @@ class Client:
     def _send_outbox(self) -> None:
         """Send the waiting submit() entries as SUBMITs (caller holds ``_io``)."""
         outbox, self._outbox = self._outbox, []
+        self._linger.clear()
         for start in range(0, len(outbox), SUBMIT_BATCH):
             frames = P.client_message(Command.SUBMIT, outbox[start:start + SUBMIT_BATCH])
             if len(frames[2]) > self.max_body:  # big payloads: one per message, each checked alone
@@ -203,6 +204,8 @@ class Client:
         while True:
             self._linger.wait()
             time.sleep(SUBMIT_LINGER)
+            if not self._linger.is_set():
+                continue  # sent meanwhile by another call: no need to take the lock
             with self._io:
                 self._linger.clear()
                 if self._sock is None:
@@ -286,6 +289,10 @@ class Client:
         :data:`TASK_OPTIONS` (priority, timeout, retry, delay, ...)."""
         task_id = task_id or self.new_id()
         entry = task_entry(task_id, kind, payload, project or self.project, ack, **opts)
+        if not ack:  # call(): its caller waits for it now, so it leaves now (after what waits before it)
+            self._send(Command.SUBMIT, [entry])
+            self._remember([entry])
+            return task_id
         with self._io:
             outbox = self._outbox
             outbox.append(entry)
