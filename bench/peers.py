@@ -385,6 +385,13 @@ def main() -> None:
           f"round trips; {os.cpu_count()} cores; medians of {args.repeat} cold runs\n")
     print(f"{'system':10} {'tasks/s':>9} {'p50 us':>8} {'p99 us':>8} {'cold s':>7} {'RSS idle':>9} "
           f"{'RSS load':>9}  durability; calls")
+    # The peers run from site-packages, byte-compiled when pip installed them; orchflow runs
+    # from this checkout, so compile it the same way first (pip install . does it too).
+    # Otherwise every process of the swarm compiles its modules from source at start,
+    # which costs ~0.2 s of cold start where PYTHONDONTWRITEBYTECODE is set.
+    import compileall
+    for package in ("bus", "agents", "store", "launcher", "neural"):
+        compileall.compile_dir(str(ROOT / package), quiet=1)
     rows = {}
     for system in args.systems.split(","):
         why = available(system)
