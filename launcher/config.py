@@ -4,8 +4,8 @@ Read with the standard library's tomllib.  Precedence: a command-line flag, then
 file, then the built-in default.  Unknown keys and wrong types are errors that name
 the key, so a typo never silently does nothing.
 
-    agents = 2            # built-in agent processes
-    capacity = 4          # concurrent tasks per agent
+    agents = 1            # built-in agent processes
+    capacity = 8          # concurrent tasks per agent
     neural_workers = 1
     neural_start = "demand"  # or "eager": start the neural workers with the swarm
     learned_routing = false  # true: route by a model learned from every task's outcome
@@ -29,7 +29,7 @@ from bus.logsetup import FORMATS, LEVELS
 from .errors import CliError
 
 FILE = "config.toml"
-DEFAULTS: dict[str, Any] = {"agents": 2, "capacity": 4, "neural_workers": 1, "neural_start": "demand",
+DEFAULTS: dict[str, Any] = {"agents": 1, "capacity": 8, "neural_workers": 1, "neural_start": "demand",
                             "learned_routing": False,
                             "log_level": "INFO",
                             "result_ttl": 3600.0, "heartbeat": 1.0, "tcp": None, "unserved_grace": None,

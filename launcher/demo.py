@@ -28,8 +28,9 @@ def run_demo(endpoints: Endpoints, agents: int, out=print) -> bool:
         tailer.start()
         time.sleep(0.2)  # let the subscription reach the proxy
 
-        n = 4 * agents
-        out(f"\n[1/4] fan-out: {n} shell tasks of 0.5 s each over {agents} agents")
+        n = max(8, 4 * agents)
+        out(f"\n[1/4] fan-out: {n} shell tasks of 0.5 s each over {agents} built-in agent "
+            f"process{'es' if agents > 1 else ''}")
         t = time.monotonic()
         ids = [c.submit("shell", {"cmd": f"sleep 0.5; echo task {i} ran in $PWD", "timeout": 30})
                for i in range(n)]

@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
                                         "neural_workers, neural_start, learned_routing, log_level, result_ttl, heartbeat, tcp); flags win.")
     ap.add_argument("command", nargs="?", choices=["start", "stop", "status"], default="start")
     ap.add_argument("--home", default=None, help="swarm home (default $ORCHFLOW_HOME or ~/.orchflow)")
-    ap.add_argument("--agents", type=int, default=None, help="built-in agent processes, also serving memory (default 2)")
-    ap.add_argument("--capacity", type=int, default=None, help="concurrent tasks per agent (default 4)")
+    ap.add_argument("--agents", type=int, default=None, help="built-in agent processes, also serving memory (default 1)")
+    ap.add_argument("--capacity", type=int, default=None, help="concurrent tasks per agent (default 8)")
     ap.add_argument("--neural-workers", type=int, default=None, help="neural worker processes (default 1)")
     ap.add_argument("--neural-start", default=None, choices=config.NEURAL_STARTS,
                     help="start the neural workers with the first neural.* task (demand, the default) "

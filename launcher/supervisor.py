@@ -54,8 +54,8 @@ class Child:
 @dataclass
 class SwarmConfig:
     home: Path
-    agents: int = 2
-    agent_capacity: int = 4
+    agents: int = 1        # one process of 8 threads: shell tasks mostly wait on their children
+    agent_capacity: int = 8
     neural_workers: int = 1
     # "demand": the neural workers start with the first neural.* task (the broker says
     # kind.unserved); "eager": with the swarm.  Most swarms never train a network, and a

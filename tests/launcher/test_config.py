@@ -64,7 +64,7 @@ def test_the_launcher_applies_the_file_and_refuses_a_bad_one(run_dir):
             if pid_alive(pid):
                 os.kill(pid, signal.SIGKILL)
     agent_log = (home / "logs" / "agent0.log").read_text()  # agents say what they do (issue #13)
-    assert "agent0: serving" in agent_log and "capacity 4" in agent_log and "agent0: stopped after" in agent_log
+    assert "agent0: serving" in agent_log and "capacity 8" in agent_log and "agent0: stopped after" in agent_log
     time.sleep(0.2)
     (home / "config.toml").write_text("agnets = 1\n")
     done = subprocess.run(["orchflow-launch", "--detach"], env=env, capture_output=True, text=True, timeout=60)
