@@ -31,3 +31,13 @@ def test_peers_bench_runs_with_a_tiny_workload():
     for peer, line in rows.items():
         assert "NOT MEASURED:" in line or float(line.split()[1]) > 0, line
     print(done.stdout)
+
+
+def test_footprint_bench_runs_with_a_tiny_workload():
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "footprint.py"), "--tasks", "300"],
+                          capture_output=True, text=True, timeout=280, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    cold = float(out.split("first call() result: ")[1].split()[0])
+    assert 0 < cold < 30 and "swarm, after 300 tasks" in out and "baseline: python" in out, out
+    assert "neural0" not in out  # the neural workers start with the first neural task, not with the swarm
