@@ -276,7 +276,10 @@ class Broker:
                 if self._lazy_since is not None:  # records waiting for a commit nobody forced
                     wake = min(wake, self._lazy_since + LAZY_COMMIT)
                 timeout = max(0.0, wake - now_m)
-                ready = dict(poller.poll(min(timeout, 0.25) * 1000))
+                # Whole milliseconds, rounded up: libzmq takes an integer, and 0.4 ms would be
+                # 0, a busy spin until the deadline (a stream of tasks with deadlines always
+                # has one due within a millisecond: that spin cost ~250 µs of CPU per call()).
+                ready = dict(poller.poll(math.ceil(min(timeout, 0.25) * 1000)))
                 if self.events.sock in ready:
                     self.events.on_subscription()
                 if self.remote_events is not None and self.remote_events.sock in ready:

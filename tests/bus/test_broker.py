@@ -321,3 +321,38 @@ def test_call_holds_its_result_before_the_final_commit(run_dir, procs):
         journal.release.set()
         broker.stop()
         loop.join(10)
+
+
+def test_a_deadline_less_than_a_millisecond_away_does_not_spin_the_loop(procs, monkeypatch):
+    """Each call(timeout=...) leaves a deadline in the broker's heap; with calls every half
+    millisecond one was always due within a millisecond, libzmq got a poll timeout of 0
+    (it takes whole ms) and the loop spun: 13 polls per call, ~250 µs of broker CPU.
+    Counted here, not timed: polls per call."""
+    import threading
+
+    import zmq
+
+    from bus import Broker, BrokerConfig
+
+    polls = []
+    real_poll = zmq.Poller.poll
+    monkeypatch.setattr(zmq.Poller, "poll", lambda self, timeout=None: (
+        polls.append((threading.get_ident(), timeout)), real_poll(self, timeout))[1])
+    broker = Broker(BrokerConfig.in_directory(str(procs.run_dir)))
+    loop = threading.Thread(target=broker.run, daemon=True)
+    loop.start()
+    try:
+        procs.agent("a", capacity=2)
+        procs.wait_agents(1)
+        with Client(procs.endpoints.frontend) as c:
+            for i in range(50):
+                c.call("sys.echo", i, timeout=0.05)  # warm, and seed the heap with deadlines soon due
+            polls.clear()
+            for i in range(300):
+                assert c.call("sys.echo", i, timeout=5) == i
+        broker_polls = [t for who, t in polls if who == loop.ident]  # the broker loop's, not the client's
+        assert all(t == int(t) for t in broker_polls), broker_polls[:10]
+        assert len(broker_polls) < 6 * 300, len(broker_polls)
+    finally:
+        broker.stop()
+        loop.join(10)
