@@ -117,7 +117,7 @@ class Client:
         self._sock: zmq.Socket | None = None
         # The socket is shared with the linger thread: every use holds this lock.
         self._io = threading.RLock()
-        self._outbox: list[dict[str, Any]] = []   # submit() entries not yet sent
+        self._outbox: list[bytes] = []            # submit() entries, packed, not yet sent
         self._linger = threading.Event()          # set when the outbox stops being empty
         self._linger_thread: threading.Thread | None = None
         self._open()
@@ -168,28 +168,28 @@ class Client:
 
     def _send(self, command: Command, body: Any) -> None:
         frames = P.client_message(command, body)
-        if len(frames[2]) > self.max_body:
-            raise TaskRejected("too-large", f"message of {len(frames[2])} bytes exceeds the limit of {self.max_body}")
         with self._io:
             if self._outbox:  # what was submitted before goes first: a CANCEL never overtakes its SUBMIT
                 self._send_outbox()
-            try:
-                P.send(self._sock, frames)
-            except zmq.Again:
-                raise BrokerUnavailable(f"cannot queue to {self.endpoint}: send buffer full, "
-                                        f"broker not reading") from None
+            self._send_checked(frames)
 
     def _send_outbox(self) -> None:
-        """Send the waiting submit() entries as SUBMITs (caller holds ``_io``)."""
+        """Send the waiting submit() entries as SUBMITs (caller holds ``_io``).  They were
+        packed (and their size checked) by submit(): a SUBMIT is their concatenation, cut
+        so no message exceeds the limit."""
         outbox, self._outbox = self._outbox, []
         self._linger.clear()
-        for start in range(0, len(outbox), SUBMIT_BATCH):
-            frames = P.client_message(Command.SUBMIT, outbox[start:start + SUBMIT_BATCH])
-            if len(frames[2]) > self.max_body:  # big payloads: one per message, each checked alone
-                for entry in outbox[start:start + SUBMIT_BATCH]:
-                    self._send_checked(P.client_message(Command.SUBMIT, [entry]))
-            else:
-                self._send_checked(frames)
+        command = P.command_byte(Command.SUBMIT)
+        group: list[bytes] = []
+        size = 0
+        for packed in outbox:
+            if group and (len(group) == SUBMIT_BATCH or size + len(packed) + 16 > self.max_body):
+                self._send_checked([P.CLIENT, command, P.packed_array(group)])
+                group, size = [], 0
+            group.append(packed)
+            size += len(packed)
+        if group:
+            self._send_checked([P.CLIENT, command, P.packed_array(group)])
 
     def _send_checked(self, frames: list[bytes]) -> None:
         if len(frames[2]) > self.max_body:
@@ -293,9 +293,12 @@ class Client:
             self._send(Command.SUBMIT, [entry])
             self._remember([entry])
             return task_id
+        packed = P.pack(entry)
+        if len(packed) + 16 > self.max_body:  # refused here and now, not by a later call or the linger thread
+            raise TaskRejected("too-large", f"task of {len(packed)} bytes exceeds the limit of {self.max_body}")
         with self._io:
             outbox = self._outbox
-            outbox.append(entry)
+            outbox.append(packed)
             if len(outbox) >= SUBMIT_BATCH:
                 self._send_outbox()
             elif len(outbox) == 1:

@@ -356,3 +356,19 @@ def test_a_deadline_less_than_a_millisecond_away_does_not_spin_the_loop(procs, m
     finally:
         broker.stop()
         loop.join(10)
+
+
+def test_an_oversize_submit_is_refused_by_the_call_itself(swarm):
+    """submit() batches (#14): a task over the limit must still fail at its own call,
+    not later in a flush or silently in the linger thread; what was batched before it
+    still goes."""
+    swarm.agent("a", capacity=2)
+    swarm.wait_agents(1)
+    with Client(swarm.endpoints.frontend) as c:
+        small = c.submit("sys.echo", "fits")
+        with pytest.raises(TaskRejected) as err:
+            c.submit("sys.echo", "x" * P.MAX_BODY)
+        assert err.value.code == "too-large"
+        assert c.result(small, timeout=10) == "fits"
+        ids = [c.submit("sys.echo", "y" * 100_000) for _ in range(300)]  # batches cut under the limit
+        assert [o["result"] for o in c.results(ids, timeout=60)] == ["y" * 100_000] * 300
