@@ -22,7 +22,6 @@ import argparse
 import compileall
 import json
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -34,18 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from bus import Client  # noqa: E402
 
-AGENT = """
-import sys
-from agents import Agent
-agent = Agent(name=sys.argv[1], capacity=4)
-
-@agent.handler("double")
-def double(x, ctx):
-    return 2 * x
-
-agent.install_signal_handlers()
-agent.run()
-"""
+from peers import AGENT, stop_swarm  # noqa: E402  bench/peers.py: the same doubler agent, as the README teaches
 
 
 def memory(pid: int) -> dict[str, float]:
@@ -124,12 +112,7 @@ def main() -> None:
         print(f"\n{args.tasks:,} tasks: Client.submit() x 10,000 then results(), @agent.handler threaded, "
               f"journal on (fsync), 2 agents x 4: {args.tasks / took:,.0f} tasks/s")
     finally:
-        for a in agents:
-            a.terminate()
-        launcher.send_signal(signal.SIGTERM)
-        launcher.wait(60)
-        for a in agents:
-            a.wait(10)
+        stop_swarm(launcher, agents)
         baseline.kill()
         baseline.wait()
 

@@ -144,6 +144,16 @@ agent.run()
 """
 
 
+def stop_swarm(launcher: subprocess.Popen, agents: list[subprocess.Popen]) -> None:
+    """The agents first (they drain), then the launcher (it drains its own and stops)."""
+    for a in agents:
+        a.terminate()
+    launcher.send_signal(signal.SIGTERM)
+    launcher.wait(60)
+    for a in agents:
+        a.wait(10)
+
+
 def run_orchflow(work: str, tasks: int, calls: int) -> dict[str, float]:
     from bus import Client
     home = os.path.join(work, "home")
@@ -176,12 +186,7 @@ def run_orchflow(work: str, tasks: int, calls: int) -> dict[str, float]:
         row.update(cold_s=cold, rss_idle_mib=idle, rss_load_mib=rss_mib(pids))
         return row
     finally:
-        for a in agents:
-            a.terminate()
-        launcher.send_signal(signal.SIGTERM)
-        launcher.wait(60)
-        for a in agents:
-            a.wait(10)
+        stop_swarm(launcher, agents)
 
 
 # ---------------------------------------------------------------------------- Ray

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time
@@ -14,6 +15,26 @@ from bus import protocol as P
 from bus.aclient import AsyncClient
 
 from peers import collect, subscribed  # tests/bus/peers.py
+
+
+@contextlib.contextmanager
+def broker_in_thread(procs, **kw):
+    """A Broker run in this process, to patch or inspect, with one agent of capacity 2;
+    stopped at the end, pass or fail."""
+    import threading
+
+    from bus import Broker, BrokerConfig
+
+    broker = Broker(BrokerConfig.in_directory(str(procs.run_dir)), **kw)
+    loop = threading.Thread(target=broker.run, daemon=True)
+    loop.start()
+    try:
+        procs.agent("a", capacity=2)
+        procs.wait_agents(1)
+        yield loop
+    finally:
+        broker.stop()
+        loop.join(10)
 
 
 def test_round_trip(swarm):
@@ -285,7 +306,6 @@ def test_call_holds_its_result_before_the_final_commit(run_dir, procs):
     has its result while that commit is still blocked; a submit()ter hears after it."""
     import threading
 
-    from bus import Broker, BrokerConfig
     from bus.journal import MemoryJournal
 
     class Gate(MemoryJournal):
@@ -301,26 +321,20 @@ def test_call_holds_its_result_before_the_final_commit(run_dir, procs):
             super().commit()
 
     journal = Gate()
-    broker = Broker(BrokerConfig.in_directory(str(procs.run_dir)), journal=journal)
-    loop = threading.Thread(target=broker.run, daemon=True)
-    loop.start()
-    try:
-        procs.agent("a", capacity=2)
-        procs.wait_agents(1)
-        with Client(procs.endpoints.frontend) as c:
-            assert c.call("sys.echo", 7, timeout=10) == 7
-            # The commit of its final state cannot end before release: the result came first.
-            assert journal.blocked.wait(10) and not journal.release.is_set()
-            journal.blocked.clear()
-            waiting = c.submit("sys.echo", 8)
-            with pytest.raises(TimeoutError):
-                c.result(waiting, timeout=1.0)   # its RESULT waits for the blocked commit
-            journal.release.set()
-            assert c.result(waiting, timeout=10) == 8
-    finally:
-        journal.release.set()
-        broker.stop()
-        loop.join(10)
+    with broker_in_thread(procs, journal=journal):
+        try:
+            with Client(procs.endpoints.frontend) as c:
+                assert c.call("sys.echo", 7, timeout=10) == 7
+                # The commit of its final state cannot end before release: the result came first.
+                assert journal.blocked.wait(10) and not journal.release.is_set()
+                journal.blocked.clear()
+                waiting = c.submit("sys.echo", 8)
+                with pytest.raises(TimeoutError):
+                    c.result(waiting, timeout=1.0)   # its RESULT waits for the blocked commit
+                journal.release.set()
+                assert c.result(waiting, timeout=10) == 8
+        finally:
+            journal.release.set()  # never leave the loop blocked in a commit
 
 
 def test_a_deadline_less_than_a_millisecond_away_does_not_spin_the_loop(procs, monkeypatch):
@@ -332,30 +346,20 @@ def test_a_deadline_less_than_a_millisecond_away_does_not_spin_the_loop(procs, m
 
     import zmq
 
-    from bus import Broker, BrokerConfig
-
     polls = []
     real_poll = zmq.Poller.poll
     monkeypatch.setattr(zmq.Poller, "poll", lambda self, timeout=None: (
         polls.append((threading.get_ident(), timeout)), real_poll(self, timeout))[1])
-    broker = Broker(BrokerConfig.in_directory(str(procs.run_dir)))
-    loop = threading.Thread(target=broker.run, daemon=True)
-    loop.start()
-    try:
-        procs.agent("a", capacity=2)
-        procs.wait_agents(1)
+    with broker_in_thread(procs) as loop:
         with Client(procs.endpoints.frontend) as c:
             for i in range(50):
                 c.call("sys.echo", i, timeout=0.05)  # warm, and seed the heap with deadlines soon due
             polls.clear()
             for i in range(300):
                 assert c.call("sys.echo", i, timeout=5) == i
-        broker_polls = [t for who, t in polls if who == loop.ident]  # the broker loop's, not the client's
-        assert all(t == int(t) for t in broker_polls), broker_polls[:10]
-        assert len(broker_polls) < 6 * 300, len(broker_polls)
-    finally:
-        broker.stop()
-        loop.join(10)
+    broker_polls = [t for who, t in polls if who == loop.ident]  # the broker loop's, not the client's
+    assert all(t == int(t) for t in broker_polls), broker_polls[:10]
+    assert len(broker_polls) < 6 * 300, len(broker_polls)
 
 
 def test_an_oversize_submit_is_refused_by_the_call_itself(swarm):
