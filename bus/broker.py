@@ -52,10 +52,10 @@ DRAIN_BATCH = 512
 #: Records nobody waits on (a call()'s submission and end) are committed within this many
 #: seconds, or with the next turn that must commit, or once this many are waiting.
 LAZY_COMMIT = 0.005
+LAZY_COMMIT_RECORDS = 1000
 #: Finished tasks kept in memory for fast FETCH; older ones are read from the journal.
 #: 100,000 kept cost the broker ~45 MiB; 10,000 ~4.5 MiB (#14).
 RECENT_TASKS = 10_000
-LAZY_COMMIT_RECORDS = 1000
 _RESULTS = (Command.DONE, Command.FAILED, Command.PROGRESS)
 
 
@@ -160,6 +160,7 @@ class Broker:
         self._told_to_register: dict[bytes, float] = {}  # identity -> when we last sent it DISCONNECT
         self._lazy_since: float | None = None  # when records began waiting for a commit no reply forced
         self._announced_unserved: set[str] = set()  # kinds kind.unserved was published for
+        self._trim_recent_at = RECENT_TASKS  # when ``recent`` is next trimmed
         remote = config.frontend_tcp or config.backend_tcp or config.events_tcp
         if remote and not config.keys_home:
             raise ValueError("tcp endpoints need keys_home: identities decide who may connect")
@@ -540,7 +541,7 @@ class Broker:
                 self._results.setdefault(identity, []).append(existing.outcome())
         else:
             self.workflow_engine.create(spec, wf_id, identity, owner=who.name)
-        if isinstance(body.get("req"), (str, int)):  # validated with the body
+        if "req" in body:  # validated with the body
             self._reply(self.frontend, identity, Command.ACCEPTED, {"req": body["req"], "ids": [wf_id]})
         else:
             self._ack(identity, wf_id)
@@ -1039,7 +1040,7 @@ class Broker:
         task.finished = time.time()
         del self.tasks[task.id]
         self.recent[task.id] = task
-        if len(self.recent) > RECENT_TASKS:
+        if len(self.recent) > self._trim_recent_at:
             self._trim_recent()
         setattr(self.counters, state, getattr(self.counters, state) + 1)
         self.journal.write(task)
@@ -1134,6 +1135,9 @@ class Broker:
                   if flood or t.state == State.DONE][:drop]
         for tid in doomed:
             del self.recent[tid]
+        # Next time after another fifth of the cap: when dead letters keep it above the cap,
+        # each finished task must not rescan thousands of them.
+        self._trim_recent_at = max(RECENT_TASKS, len(self.recent) + RECENT_TASKS // 5)
 
     def _compact(self) -> None:
         cutoff = time.time() - self.config.result_ttl
