@@ -1,11 +1,12 @@
 """The agent runtime: connect to the broker, take tasks, run handlers, report back.
 
 An agent is a separate process holding one DEALER socket to the broker's back end.
-The socket lives on the runtime's I/O loop only (ZeroMQ sockets are not thread-safe);
-handlers run on a thread pool (or an asyncio loop for ``async def`` handlers) and hand
-their outcomes back over an inproc PUSH/PULL pair, so the loop keeps heartbeating
-however long a handler runs.  Handlers declared ``inline`` run on the loop itself:
-the fast path for sub-millisecond work, which must not block.
+The socket belongs to the runtime's I/O loop (ZeroMQ sockets are not thread-safe).
+Handlers run on a thread pool (or an asyncio loop for ``async def`` handlers) and hand
+their outcomes back through a queue and a doorbell, or on the loop itself: those
+declared ``inline=True``, and plain handlers that have shown themselves quick enough
+that a thread hop would cost more than the run (``agents/placement.py``).  While a
+handler runs on the loop, a watchdog thread heartbeats for it (``agents/watchdog.py``).
 
 Outcomes are batched: every loop turn sends at most one DONE, one FAILED and one
 PROGRESS message, whatever number of tasks finished in it.
@@ -33,6 +34,8 @@ from bus import protocol as P
 from bus.protocol import Command
 
 from .errors import AgentError, Retry, TaskCancelled, TaskError
+from .placement import WAIT_FLOOR, Placement
+from .watchdog import LoopWatchdog
 
 log = logging.getLogger("orchflow.agent")
 
@@ -86,6 +89,10 @@ class _Registration:
     inline: bool
     is_async: bool
     wants_ctx: bool
+    placement: Placement | None = None  # a plain handler nobody pinned: runs where it is cheapest
+
+    def on_loop(self) -> bool:
+        return self.inline or (self.placement is not None and self.placement.on_loop)
 
 
 class Agent:
@@ -142,22 +149,34 @@ class Agent:
         self._progress: list[dict] = []
         self.completed = 0
         self._last_sent = 0.0
+        self._last_heard = 0.0
+        self._sock: zmq.Socket | None = None
+        self._watchdog: LoopWatchdog | None = None
+        self._batch: list | None = None  # the TASK body being started (the watchdog lists its ids)
+        self._held: list[tuple[Command, Any]] = []  # broker messages the watchdog took in for the loop
+        self._busy_logged = 0.0
 
     # ------------------------------------------------------------------ registration
 
-    def handler(self, kind: str, inline: bool = False) -> Callable[[Handler], Handler]:
+    def handler(self, kind: str, inline: bool | None = None) -> Callable[[Handler], Handler]:
         def register(fn: Handler) -> Handler:
             self.add_handler(kind, fn, inline=inline)
             return fn
         return register
 
-    def add_handler(self, kind: str, fn: Handler, inline: bool = False) -> None:
+    def add_handler(self, kind: str, fn: Handler, inline: bool | None = None) -> None:
+        """``inline``: True runs ``fn`` on the agent's loop, False on a worker thread;
+        None (the default) lets the agent choose per kind from how the runs go: quick
+        ones move to the loop, slow or waiting ones stay on threads (agents/placement.py).
+        Pin False for a handler that must overlap its waits with its siblings' even when
+        they are short; True for one that must never pay a thread hop."""
         params = [p for p in inspect.signature(fn).parameters.values()
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
         is_async = inspect.iscoroutinefunction(fn)
         if inline and is_async:
             raise AgentError(f"handler for {kind!r}: async handlers cannot be inline")
-        self._handlers[kind] = _Registration(fn, inline, is_async, len(params) >= 2)
+        placement = Placement(kind) if inline is None and not is_async else None
+        self._handlers[kind] = _Registration(fn, bool(inline), is_async, len(params) >= 2, placement)
 
     def add_batch_handler(self, kind: str, fn: Callable[[list[TaskContext]], list[Any]]) -> None:
         """Handle every task of ``kind`` in one TASK message with a single call.
@@ -197,11 +216,16 @@ class Agent:
             threading.Thread(target=self._aloop.run_forever, name=f"{self.name}-asyncio", daemon=True).start()
         self._bell = os.pipe()
         os.set_blocking(self._bell[1], False)
+        self._watchdog = watchdog = LoopWatchdog(self.heartbeat_interval, self._beat_while_busy, self.name)
+        watchdog.lock.acquire()  # the loop holds the socket, and lets go only to run a handler
         sock = self._connect()
+        watchdog.start()
         try:
             self._loop(sock, self._bell[0])
         finally:
-            sock.close(linger=100)
+            watchdog.stop()
+            watchdog.lock.release()
+            self._sock.close(linger=100)
             self._pool.shutdown(wait=False, cancel_futures=True)
             for fd in self._bell:
                 os.close(fd)
@@ -218,6 +242,7 @@ class Agent:
         if self.curve is not None:
             self.curve.apply(sock)
         sock.connect(self.endpoint)
+        self._sock = sock
         self._send(sock, Command.READY, self._ready_body(self.capacity))
         return sock
 
@@ -238,7 +263,7 @@ class Agent:
         poller = zmq.Poller()
         poller.register(sock, zmq.POLLIN)
         poller.register(outbox, zmq.POLLIN)
-        last_heard = time.monotonic()
+        self._last_heard = time.monotonic()
         reconnect_delay = interval
         drain_deadline: float | None = None
         while True:
@@ -252,9 +277,10 @@ class Agent:
             if drain_deadline is not None and (not self._running or time.monotonic() > drain_deadline):
                 self._flush(sock)
                 break
-            ready = dict(poller.poll(interval * 1000 / 4))
-            if sock in ready:
-                last_heard = time.monotonic()
+            ready = dict(poller.poll(0 if self._held else interval * 1000 / 4))
+            if sock in ready or self._held:
+                if sock in ready:
+                    self._last_heard = time.monotonic()
                 reconnect_delay = interval
                 self._drain_broker(sock)
             if outbox in ready:
@@ -266,19 +292,24 @@ class Agent:
             if now - self._last_sent >= interval:
                 # What we run is our lease: the broker requeues what we were sent and do not list.
                 self._send(sock, Command.HEARTBEAT, {"running": list(self._running)})
-            if now - last_heard > interval * self.heartbeat_liveness:
-                log.warning("%s: broker silent for %.1fs, reconnecting", self.name, now - last_heard)
+            if now - self._last_heard > interval * self.heartbeat_liveness:
+                log.warning("%s: broker silent for %.1fs, reconnecting", self.name, now - self._last_heard)
                 poller.unregister(sock)
                 sock.close(linger=0)
                 time.sleep(min(reconnect_delay, 5.0))
                 reconnect_delay *= 2
+                self._held.clear()  # sent by the broker we are leaving; the new one resends
                 sock = self._connect()
                 poller.register(sock, zmq.POLLIN)
-                last_heard = time.monotonic()
+                self._last_heard = time.monotonic()
         self._send(sock, Command.DISCONNECT)
         log.info("%s: stopped after %d tasks", self.name, self.completed)
 
     def _drain_broker(self, sock: zmq.Socket) -> None:
+        while self._held:  # what the watchdog took in while a handler held the loop: first, in order
+            held, self._held = self._held, []
+            for command, body in held:
+                self._handle(sock, command, body)
         for _ in range(256):
             frames = P.try_recv(sock)
             if frames is None:
@@ -288,22 +319,50 @@ class Agent:
             except P.ProtocolError as exc:
                 log.error("%s: bad message from broker: %s", self.name, exc)
                 continue
+            self._handle(sock, command, body)
+
+    def _handle(self, sock: zmq.Socket, command: Command, body: Any) -> None:
+        try:
+            self._on_broker_message(sock, command, body)
+        except Exception:  # noqa: BLE001 - a message no broker would send must not end the agent
+            log.exception("%s: could not handle a %s from the broker; ignored", self.name, command.name)
+
+    def _beat_while_busy(self, since: float) -> None:
+        """On the watchdog thread, holding the socket, while a handler holds the loop:
+        take in what the broker sent (the loop handles it later, in order; TASKs in it
+        are ours already) and send the heartbeat the loop cannot."""
+        sock = self._sock
+        while (frames := P.try_recv(sock)) is not None:
+            self._last_heard = time.monotonic()
             try:
-                self._on_broker_message(sock, command, body)
-            except Exception:  # noqa: BLE001 - a message no broker would send must not end the agent
-                log.exception("%s: could not handle a %s from the broker; ignored", self.name, command.name)
+                self._held.append(P.parse(frames, P.AGENT))
+            except P.ProtocolError as exc:
+                log.error("%s: bad message from broker: %s", self.name, exc)
+        held_tasks = [body for command, body in self._held if command is Command.TASK and isinstance(body, list)]
+        running = list(self._running)
+        for batch in ([self._batch] if self._batch is not None else []) + held_tasks:
+            running += [a["id"] for a in batch if isinstance(a, dict) and isinstance(a.get("id"), str)]
+        if since != self._busy_logged:  # once per long run, not every beat
+            self._busy_logged = since
+            log.warning("%s: a handler has held the loop for over %.1fs; heartbeating for it", self.name,
+                        self.heartbeat_interval)
+        self._send(sock, Command.HEARTBEAT, {"running": running})
 
     def _on_broker_message(self, sock: zmq.Socket, command: Command, body: Any) -> None:
         if command is Command.TASK and isinstance(body, list):
             batches: dict[str, list[dict]] = {}
-            for assignment in body:
-                if isinstance(assignment, dict) and isinstance(assignment.get("kind"), str) \
-                        and assignment["kind"] in self._batch_handlers:
-                    batches.setdefault(assignment["kind"], []).append(assignment)
-                else:
-                    self._start(assignment)
-            for kind, assignments in batches.items():
-                self._run_batch(kind, assignments)
+            self._batch = body
+            try:
+                for assignment in body:
+                    if isinstance(assignment, dict) and isinstance(assignment.get("kind"), str) \
+                            and assignment["kind"] in self._batch_handlers:
+                        batches.setdefault(assignment["kind"], []).append(assignment)
+                    else:
+                        self._start(assignment)
+                for kind, assignments in batches.items():
+                    self._run_batch(kind, assignments)
+            finally:
+                self._batch = None
         elif command is Command.CANCEL and isinstance(body, dict):
             for task_id in body.get("ids", []):
                 self._cancel(task_id)
@@ -330,13 +389,8 @@ class Agent:
             ctx.parents = a["parents"]
         ctx.shared_write = a.get("shared_write", True) is True
         args = (ctx.payload, ctx) if reg.wants_ctx else (ctx.payload,)
-        if reg.inline:
-            ctx._report = self._report_inline
-            try:
-                self._done.append({"id": task_id, "result": reg.fn(*args)})
-            except BaseException as exc:  # noqa: BLE001 - a handler bug must not kill the agent
-                self._failed.append(self._failure(task_id, exc))
-            self.completed += 1
+        if reg.on_loop():
+            self._run_on_loop(reg, args, ctx)
             return
         ctx._cancelled = threading.Event()  # before any thread sees ctx: no creation race
         self._running[task_id] = ctx
@@ -347,16 +401,38 @@ class Agent:
             fut = self._pool.submit(self._run_sync, reg, args, ctx)
         self._futures[task_id] = fut
 
+    def _run_on_loop(self, reg: _Registration, args: tuple, ctx: TaskContext) -> None:
+        ctx._report = self._report_inline
+        placement = reg.placement
+        cpu = time.thread_time() if placement is not None else 0.0
+        watchdog = self._watchdog
+        started = watchdog.leave()
+        try:
+            entry = {"id": ctx.id, "result": reg.fn(*args)}
+        except BaseException as exc:  # noqa: BLE001 - a handler bug must not kill the agent
+            entry = self._failure(ctx.id, exc)
+            self._failed.append(entry)
+        else:
+            self._done.append(entry)
+        finally:
+            took = watchdog.back() - started
+        self.completed += 1
+        if placement is not None:
+            placement.ran_on_loop(took, time.thread_time() - cpu if took > WAIT_FLOOR else took)
+
     def _run_batch(self, kind: str, assignments: list[dict]) -> None:
         contexts = [TaskContext(a["id"], kind, a.get("payload"), a.get("project", "default"), a.get("attempt", 1),
                                 a.get("deadline"), self._report_inline)
                     for a in assignments if isinstance(a.get("id"), str)]
+        self._watchdog.leave()
         try:
             results = self._batch_handlers[kind](contexts)
             if len(results) != len(contexts):
                 raise AgentError(f"batch handler for {kind!r} returned {len(results)} results for {len(contexts)} tasks")
         except BaseException as exc:  # noqa: BLE001 - the whole batch fails, the agent lives
             results = [exc] * len(contexts)
+        finally:
+            self._watchdog.back()
         for ctx, result in zip(contexts, results):
             if isinstance(result, BaseException):
                 self._failed.append(self._failure(ctx.id, result))
@@ -365,12 +441,13 @@ class Agent:
             self.completed += 1
 
     def _run_sync(self, reg: _Registration, args: tuple, ctx: TaskContext) -> None:
+        started = time.monotonic()
         try:
             result = reg.fn(*args)
         except BaseException as exc:  # noqa: BLE001
-            self._report("failed", ctx.id, self._failure(ctx.id, exc))
+            self._report("failed", ctx.id, self._failure(ctx.id, exc), time.monotonic() - started)
         else:
-            self._report("done", ctx.id, result)
+            self._report("done", ctx.id, result, time.monotonic() - started)
 
     async def _run_async(self, reg: _Registration, args: tuple, ctx: TaskContext) -> None:
         import asyncio
@@ -397,9 +474,9 @@ class Agent:
         tb = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-3)
         return {"id": task_id, "error": f"{type(exc).__name__}: {exc}", "traceback": "".join(tb)[-4000:]}
 
-    def _report(self, what: str, task_id: str, data: Any) -> None:
+    def _report(self, what: str, task_id: str, data: Any, took: float = 0.0) -> None:
         """Called from worker threads (and the asyncio loop): queue it, ring the loop."""
-        self._outq.put((what, task_id, data))
+        self._outq.put((what, task_id, data, took))
         if not self._bell_rung:
             self._bell_rung = True
             bell = self._bell
@@ -417,7 +494,7 @@ class Agent:
         outq = self._outq
         while True:
             try:
-                what, task_id, data = outq.get_nowait()
+                what, task_id, data, took = outq.get_nowait()
             except queue.Empty:
                 return
             if what == "progress":
@@ -429,6 +506,9 @@ class Agent:
             if ctx is None:  # already reported (cancelled before it started)
                 continue
             self.completed += 1
+            placement = self._handlers[ctx.kind].placement
+            if placement is not None:
+                placement.ran_on_pool(took)
             if what == "done":
                 if ctx._cancelled is not None and ctx._cancelled.is_set():
                     self._failed.append({"id": task_id, "error": "cancelled"})

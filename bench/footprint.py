@@ -3,7 +3,7 @@
     python bench/footprint.py [--tasks 100000]
 
 Starts ``orchflow-launch`` with no options in a fresh home (as the README's first
-command does) and two SDK agents (``@agent.handler``, threaded, capacity 4), then:
+command does) and two SDK agents (``@agent.handler``, a plain ``def`` placed by the agent, capacity 4), then:
 
 * cold start: seconds from spawning the launcher to the first ``Client.call()`` result;
 * memory of every swarm process (launcher, broker, built-in agent; the neural workers
@@ -109,7 +109,7 @@ def main() -> None:
         swarm = dict(json.load(open(state_file))["pids"], launcher=launcher.pid)
         print(row(f"swarm, after {args.tasks:,} tasks", swarm))
         print(row(f"swarm + 2 SDK agents, after {args.tasks:,} tasks", {**swarm, **users}))
-        print(f"\n{args.tasks:,} tasks: Client.submit() x 10,000 then results(), @agent.handler threaded, "
+        print(f"\n{args.tasks:,} tasks: Client.submit() x 10,000 then results(), @agent.handler (plain def, default placement), "
               f"journal on (fsync), 2 agents x 4: {args.tasks / took:,.0f} tasks/s")
     finally:
         stop_swarm(launcher, agents)

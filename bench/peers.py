@@ -11,7 +11,7 @@ The same workload for every system, from this one script, in one run:
 * RSS of every process of the system: idle after start, and after the load.
 
 Workers: 2 processes x 4 concurrent tasks everywhere (orchflow: two SDK agents,
-``@agent.handler``, threaded, capacity 4, beside the default swarm that
+``@agent.handler`` on a plain ``def``, capacity 4, beside the default swarm that
 ``orchflow-launch`` starts; Ray: ``num_cpus=2`` with 4 concurrent tasks each is not a
 Ray notion, so Ray runs its default of one task per CPU).  Durability: orchflow
 fsyncs its journal (its default); the Redis peers run redis-server with persistence
@@ -346,7 +346,7 @@ def _client(name: str, module: str, url: str):
 
 DURABILITY = {"orchflow": "fsync'd journal (default)", "ray": "in memory (no broker)",
               "celery": "Redis, persistence off", "dramatiq": "Redis, persistence off", "rq": "Redis, persistence off"}
-CALLS = {"orchflow": "Client.submit() / call(), @agent.handler threaded, 2 agents x 4",
+CALLS = {"orchflow": "Client.submit() / call(), @agent.handler (plain def, default placement), 2 agents x 4",
          "ray": ".remote() / ray.get(), num_cpus=2",
          "celery": ".delay() / .get(), 2 workers x prefork 4",
          "dramatiq": ".send() / get_result(), 2 workers x 4 threads",

@@ -1,6 +1,6 @@
-"""bench/peers.py runs end to end with a tiny workload (the bench itself stays out of CI).
+"""The benches run end to end with a tiny workload (the benches themselves stay out of CI).
 
-orchflow's row must have figures.  Each peer either has figures too or is reported
+bench/peers.py: orchflow's row must have figures.  Each peer either has figures too or is reported
 NOT MEASURED with the reason (not installed here: the [peers] extra and redis-server),
 so a missing peer is said out loud, never silently dropped.
 """
@@ -41,3 +41,14 @@ def test_footprint_bench_runs_with_a_tiny_workload():
     cold = float(out.split("first call() result: ")[1].split()[0])
     assert 0 < cold < 30 and "swarm, after 300 tasks" in out and "baseline: python" in out, out
     assert "neural0" not in out  # the neural workers start with the first neural task, not with the swarm
+
+
+def test_handlers_bench_runs_with_a_tiny_workload():
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "handlers.py"), "--tasks", "100", "--calls", "20",
+                           "--repeat", "1"], capture_output=True, text=True, timeout=280, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("@agent.handler(")]
+    assert len(rows) == 3, done.stdout
+    for row in rows:  # tasks/s, ratio, p50, p99: all measured
+        figures = row.split(":", 1)[1].split()[-4:] if "p50 " not in row else row.split("   p50 ")[0].split()[-4:]
+        assert float(figures[0]) > 0 and float(figures[2]) > 0 and float(figures[3]) >= float(figures[2]), row

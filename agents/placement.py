@@ -1,0 +1,82 @@
+"""Where a plain ``def`` handler runs: on the agent's loop, or on its thread pool.
+
+A task handed to a worker thread costs two thread wake-ups and two GIL hand-offs
+(pool queue, then the outcome back to the loop): 70-90 µs of a ``call()``'s latency
+for a handler like ``return 2 * x`` (``bench/handlers.py``).  Run on the loop, that
+handler costs a function call.  But a handler on the loop
+holds everything up while it runs, and one that waits (I/O, sleep) would serialize
+work that threads overlap.  So a handler nobody placed (``inline=None``) earns the
+loop by being quick, and loses it by being slow or by waiting:
+
+* it starts on the pool, and moves to the loop after ``PROMOTE_AFTER`` runs in a row
+  that each took at most ``QUICK_RUN``;
+* on the loop, a run is slow if it took over ``SLOW_ON_LOOP``, or over ``WAIT_FLOOR``
+  with less than half of it on the CPU (it waited for something a thread could have
+  overlapped).  ``BAD_RUNS`` slow runs within ``WINDOW`` runs send it back to the
+  pool; one alone does not, since a loaded machine preempts the loop now and then,
+  and a preempted run looks exactly like a waiting one;
+* each return doubles the streak it needs to come back, and after ``MAX_RETURNS``
+  it stays on the pool: a handler whose speed swings does not flap.
+
+A run that blocks the loop for long is still safe: the agent's watchdog keeps
+heartbeating for it (``agents/watchdog.py``), so the broker does not take the agent
+for dead.  ``inline=True`` and ``inline=False`` pin a handler where its author wants it.
+"""
+
+from __future__ import annotations
+
+import logging
+
+log = logging.getLogger("orchflow.agent")
+
+QUICK_RUN = 250e-6     # seconds; a pool run this short counts toward the loop
+PROMOTE_AFTER = 32     # runs in a row
+SLOW_ON_LOOP = 1e-3    # seconds; a loop run longer than this goes back to the pool
+WAIT_FLOOR = 50e-6     # seconds; below this, waiting is cheaper than a thread hop
+BAD_RUNS, WINDOW = 2, 16
+MAX_RETURNS = 4
+
+
+class Placement:
+    """The running record of one adaptive handler; touched by the loop thread only."""
+
+    __slots__ = ("kind", "on_loop", "_streak", "_needed", "_returns", "_runs", "_bad")
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.on_loop = False
+        self._streak = 0
+        self._needed = PROMOTE_AFTER
+        self._returns = 0
+        self._runs = 0  # loop runs in the current window
+        self._bad = 0   # ... and how many of them were slow
+
+    def ran_on_pool(self, took: float) -> None:
+        if self.on_loop:  # a run queued before the move, finishing after it
+            return
+        if took > QUICK_RUN:
+            self._streak = 0
+            return
+        self._streak += 1
+        if self._streak >= self._needed and self._returns < MAX_RETURNS:
+            self.on_loop = True
+            self._streak = 0
+            log.info("handler for %r runs on the agent's loop: %d runs in a row under %.0f µs", self.kind,
+                     self._needed, QUICK_RUN * 1e6)
+
+    def ran_on_loop(self, took: float, cpu: float) -> None:
+        """``cpu`` is the thread CPU time of the run (only looked at past WAIT_FLOOR)."""
+        self._runs += 1
+        if took > SLOW_ON_LOOP or (took > WAIT_FLOOR and cpu < took / 2):
+            self._bad += 1
+            if self._bad >= BAD_RUNS:
+                self.on_loop = False
+                self._runs = self._bad = 0
+                self._returns += 1
+                self._needed *= 2
+                log.info("handler for %r back on the thread pool: %d of its last %d runs on the loop were slow or "
+                         "waited (the last: %.0f µs)%s", self.kind, BAD_RUNS, WINDOW, took * 1e6,
+                         "" if self._returns < MAX_RETURNS else "; for good")
+                return
+        if self._runs >= WINDOW:
+            self._runs = self._bad = 0

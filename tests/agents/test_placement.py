@@ -1,0 +1,156 @@
+"""Where the SDK runs a plain handler: on a worker thread until it has shown itself
+quick, then on the agent's loop, and back on the threads once it is slow or waits; and
+the watchdog that heartbeats while a handler holds the loop."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from agents.placement import BAD_RUNS, MAX_RETURNS, PROMOTE_AFTER, QUICK_RUN, SLOW_ON_LOOP, WAIT_FLOOR, WINDOW, Placement
+from bus import Client
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+pytestmark = pytest.mark.timeout(60)
+
+
+# ------------------------------------------------------------------ the policy
+
+
+def test_a_streak_of_quick_pool_runs_moves_the_handler_to_the_loop():
+    p = Placement("k")
+    for _ in range(PROMOTE_AFTER - 1):
+        p.ran_on_pool(QUICK_RUN / 2)
+    assert not p.on_loop
+    p.ran_on_pool(QUICK_RUN * 2)          # one slow run starts the count again
+    for _ in range(PROMOTE_AFTER - 1):
+        p.ran_on_pool(QUICK_RUN)
+    assert not p.on_loop
+    p.ran_on_pool(QUICK_RUN)
+    assert p.on_loop
+
+
+def _promoted() -> Placement:
+    p = Placement("k")
+    for _ in range(PROMOTE_AFTER):
+        p.ran_on_pool(0.0)
+    assert p.on_loop
+    return p
+
+
+def test_slow_or_waiting_runs_send_it_back_and_the_way_back_gets_longer():
+    assert BAD_RUNS == 2
+    p = _promoted()
+    for _ in range(3 * WINDOW):
+        p.ran_on_loop(SLOW_ON_LOOP / 2, SLOW_ON_LOOP / 2)  # busy on the CPU and under the limit: stays
+        p.ran_on_loop(WAIT_FLOOR / 2, 0.0)                  # waited, but too briefly to matter: stays
+    assert p.on_loop
+    p.ran_on_loop(WAIT_FLOOR * 4, WAIT_FLOOR)               # waited through most of its run ...
+    assert p.on_loop                                        # ... once: a preemption looks the same
+    for _ in range(WINDOW - 1):
+        p.ran_on_loop(0.0, 0.0)
+    p.ran_on_loop(WAIT_FLOOR * 4, WAIT_FLOOR)               # once again, in another window: still once
+    assert p.on_loop
+    p.ran_on_loop(WAIT_FLOOR * 4, WAIT_FLOOR)               # twice within a window: back
+    assert not p.on_loop
+    for _ in range(PROMOTE_AFTER):
+        p.ran_on_pool(0.0)
+    assert not p.on_loop                                  # the second time takes twice the streak
+    for _ in range(PROMOTE_AFTER):
+        p.ran_on_pool(0.0)
+    assert p.on_loop
+    p.ran_on_loop(SLOW_ON_LOOP * 2, SLOW_ON_LOOP * 2)     # too long for the loop, even on the CPU
+    p.ran_on_loop(SLOW_ON_LOOP * 2, SLOW_ON_LOOP * 2)
+    assert not p.on_loop
+
+
+def test_a_handler_that_keeps_swinging_stays_on_the_pool():
+    p = Placement("k")
+    for _ in range(MAX_RETURNS):
+        for _ in range(PROMOTE_AFTER << MAX_RETURNS):
+            p.ran_on_pool(0.0)
+        assert p.on_loop
+        p.ran_on_loop(1.0, 1.0)
+        p.ran_on_loop(1.0, 1.0)
+    for _ in range(PROMOTE_AFTER << (MAX_RETURNS + 2)):
+        p.ran_on_pool(0.0)
+    assert not p.on_loop
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 0.01, allow_nan=False), st.floats(0, 0.01, allow_nan=False)), max_size=400))
+def test_any_run_history_keeps_the_policy_s_promises(runs):
+    """Whatever the durations: the loop only after a full streak of quick pool runs;
+    leaving it at the second slow or waiting run of a window, never before; at most
+    MAX_RETURNS moves back."""
+    p = Placement("k")
+    streak, returns, window = 0, 0, []
+    for took, cpu in runs:
+        if p.on_loop:
+            p.ran_on_loop(took, cpu)
+            window.append(took > SLOW_ON_LOOP or (took > WAIT_FLOOR and cpu < took / 2))
+            if sum(window) == BAD_RUNS:
+                assert not p.on_loop
+                returns += 1
+                window = []
+            else:
+                assert p.on_loop
+                if len(window) == WINDOW:
+                    window = []
+        else:
+            p.ran_on_pool(took)
+            streak = streak + 1 if took <= QUICK_RUN else 0
+            if p.on_loop:
+                assert streak >= PROMOTE_AFTER << returns and returns < MAX_RETURNS
+                streak = 0
+    assert returns <= MAX_RETURNS
+
+
+# ------------------------------------------------------------------ a real agent
+
+
+@pytest.fixture
+def placement_agent(procs):
+    procs.broker(heartbeat=0.2)
+    proc = procs.spawn("placement", [os.path.join(HERE, "placement_agent.py"), procs.endpoints.backend, "0.2"])
+    procs.wait_agents(1)
+    return procs, proc
+
+
+def test_a_quick_handler_moves_to_the_loop_a_waiting_one_moves_back_a_pinned_one_stays(placement_agent):
+    procs, _ = placement_agent
+    with Client(procs.endpoints.frontend) as c:
+        first = [c.call("quick", None, timeout=10) for _ in range(PROMOTE_AFTER)]
+        assert first == ["pool"] * PROMOTE_AFTER
+        places = [c.call("quick", None, timeout=10) for _ in range(8 * PROMOTE_AFTER)]
+        # a loaded machine may stretch a run past QUICK_RUN and restart the count
+        assert "loop" in places, "a quick handler never moved to the loop"
+        assert places[places.index("loop"):] == ["loop"] * (len(places) - places.index("loop"))
+        assert [c.call("quick", 0.005, timeout=10) for _ in range(2)] == ["loop"] * 2  # waited 5 ms twice ...
+        assert [c.call("quick", None, timeout=10) for _ in range(5)] == ["pool"] * 5    # ... so back on the pool
+        assert {c.call("pinned", None, timeout=10) for _ in range(3 * PROMOTE_AFTER)} == {"pool"}
+        # submit() batches: the promoted handler runs many tasks of one TASK message in a row
+        ids = [c.submit("quick", None) for _ in range(4 * PROMOTE_AFTER)]
+        assert {o["state"] for o in c.results(ids, timeout=20)} == {"done"}
+
+
+def test_a_handler_holding_the_loop_past_the_liveness_window_keeps_the_agent_and_its_tasks(placement_agent):
+    """Heartbeats 0.2 s, liveness 3: a handler on the loop for 2 s used to get the agent
+    declared lost after 0.6 s and its tasks run a second time (a TASK that came in during
+    the block as well).  The watchdog heartbeats for the loop and takes in that TASK."""
+    procs, proc = placement_agent
+    with Client(procs.endpoints.frontend) as c:
+        blocked = c.submit("block", 2.0)
+        c.flush()
+        import time
+        time.sleep(0.3)                           # the loop is inside block() now
+        during = c.submit("pinned", None)         # the second slot: a TASK the loop cannot read yet
+        outcomes = c.results([blocked, during], timeout=20)
+        assert all("result" in o for o in outcomes), outcomes
+        assert [o["result"] for o in outcomes] == ["loop", "pool"]
+        assert [o.get("attempts", 1) for o in outcomes] == [1, 1]
+        counters = c.status()["counters"]
+    assert (counters["agents_lost"], counters["lease_expired"], counters["retried"]) == (0, 0, 0)
+    assert proc.poll() is None
