@@ -18,6 +18,15 @@ loop by being quick, and loses it by being slow or by waiting:
 * each return doubles the streak it needs to come back, and after ``MAX_RETURNS``
   it stays on the pool: a handler whose speed swings does not flap.
 
+An agent whose every kind (of those it has run) runs on the loop asks the broker for a
+deeper credit, ``LOOP_PREFETCH`` tasks beyond its capacity (``Agent(prefetch=None)``,
+the default; an explicit ``prefetch`` stays as given).  Those tasks run the moment
+they arrive, so holding more of them costs no imbalance worth the name, while a
+shallow credit left such an agent idle for a broker round trip after every few
+tasks: with 2 agents x 4, that round trip, not the CPU, set the pace
+(``bench/handlers.py``).  The first task of a kind on the pool (or async) brings the
+credit back to the capacity.
+
 A run that blocks the loop for long is still safe: the agent's watchdog keeps
 heartbeating for it (``agents/watchdog.py``), so the broker does not take the agent
 for dead.  ``inline=True`` and ``inline=False`` pin a handler where its author wants it.
@@ -35,6 +44,7 @@ SLOW_ON_LOOP = 1e-3    # seconds; a loop run longer than this goes back to the p
 WAIT_FLOOR = 50e-6     # seconds; below this, waiting is cheaper than a thread hop
 BAD_RUNS, WINDOW = 2, 16
 MAX_RETURNS = 4
+LOOP_PREFETCH = 64     # tasks held beyond capacity by an agent whose kinds all run on the loop
 
 
 class Placement:
@@ -51,21 +61,25 @@ class Placement:
         self._runs = 0  # loop runs in the current window
         self._bad = 0   # ... and how many of them were slow
 
-    def ran_on_pool(self, took: float) -> None:
+    def ran_on_pool(self, took: float) -> bool:
+        """Count a run on the pool; True if the handler now moves to the loop."""
         if self.on_loop:  # a run queued before the move, finishing after it
-            return
+            return False
         if took > QUICK_RUN:
             self._streak = 0
-            return
+            return False
         self._streak += 1
         if self._streak >= self._needed and self._returns < MAX_RETURNS:
             self.on_loop = True
             self._streak = 0
             log.info("handler for %r runs on the agent's loop: %d runs in a row under %.0f µs", self.kind,
                      self._needed, QUICK_RUN * 1e6)
+            return True
+        return False
 
-    def ran_on_loop(self, took: float, cpu: float) -> None:
-        """``cpu`` is the thread CPU time of the run (only looked at past WAIT_FLOOR)."""
+    def ran_on_loop(self, took: float, cpu: float) -> bool:
+        """Count a run on the loop (``cpu``: its thread CPU time, only looked at past
+        WAIT_FLOOR); True if the handler now goes back to the pool."""
         self._runs += 1
         if took > SLOW_ON_LOOP or (took > WAIT_FLOOR and cpu < took / 2):
             self._bad += 1
@@ -77,6 +91,7 @@ class Placement:
                 log.info("handler for %r back on the thread pool: %d of its last %d runs on the loop were slow or "
                          "waited (the last: %.0f µs)%s", self.kind, BAD_RUNS, WINDOW, took * 1e6,
                          "" if self._returns < MAX_RETURNS else "; for good")
-                return
+                return True
         if self._runs >= WINDOW:
             self._runs = self._bad = 0
+        return False

@@ -34,7 +34,7 @@ from bus import protocol as P
 from bus.protocol import Command
 
 from .errors import AgentError, Retry, TaskCancelled, TaskError
-from .placement import WAIT_FLOOR, Placement
+from .placement import LOOP_PREFETCH, WAIT_FLOOR, Placement
 from .watchdog import LoopWatchdog
 
 log = logging.getLogger("orchflow.agent")
@@ -122,10 +122,13 @@ class Agent:
         self.name = name or f"agent-{os.getpid()}"
         self.capacity = capacity
         # Tasks held beyond those running, queued here: the next task is at hand when one
-        # ends, instead of a broker round trip (and its journal fsync) away.  One
-        # capacity's worth by default; 0 for long tasks that must go to whichever agent
+        # ends, instead of a broker round trip (and its journal fsync) away.  By default
+        # one capacity's worth, and LOOP_PREFETCH while every kind run so far runs on the
+        # loop (agents/placement.py); 0 for long tasks that must go to whichever agent
         # frees up first (the trade-off Celery's prefetch multiplier makes).
         self.prefetch = capacity if prefetch is None else prefetch
+        self._prefetch_follows_placement = prefetch is None
+        self._kinds_run: set[str] = set()
         self.heartbeat_interval = heartbeat_interval
         self.heartbeat_liveness = heartbeat_liveness
         self.drain_timeout = drain_timeout
@@ -383,6 +386,9 @@ class Agent:
         if reg is None:
             self._failed.append({"id": task_id, "error": f"{self.name} has no handler for {a.get('kind')!r}"})
             return
+        if a["kind"] not in self._kinds_run:
+            self._kinds_run.add(a["kind"])
+            self._retune_prefetch()
         ctx = TaskContext(task_id, a["kind"], a.get("payload"), a.get("project", "default"),
                           a.get("attempt", 1), a.get("deadline"), self._report)
         if isinstance(a.get("parents"), dict):
@@ -417,8 +423,19 @@ class Agent:
         finally:
             took = watchdog.back() - started
         self.completed += 1
-        if placement is not None:
-            placement.ran_on_loop(took, time.thread_time() - cpu if took > WAIT_FLOOR else took)
+        if placement is not None and placement.ran_on_loop(took, time.thread_time() - cpu if took > WAIT_FLOOR else took):
+            self._retune_prefetch()
+
+    def _retune_prefetch(self) -> None:
+        """Deep credit while every kind run so far runs on the loop, one capacity's worth
+        otherwise (agents/placement.py); a READY tells the broker of a change."""
+        if not self._prefetch_follows_placement or self._stop.is_set() or self._sock is None:
+            return
+        deep = all(self._handlers[k].on_loop() for k in self._kinds_run)
+        prefetch = LOOP_PREFETCH if deep and self._kinds_run else self.capacity
+        if prefetch != self.prefetch:
+            self.prefetch = prefetch
+            self._send(self._sock, Command.READY, self._ready_body(self.capacity))
 
     def _run_batch(self, kind: str, assignments: list[dict]) -> None:
         contexts = [TaskContext(a["id"], kind, a.get("payload"), a.get("project", "default"), a.get("attempt", 1),
@@ -507,8 +524,8 @@ class Agent:
                 continue
             self.completed += 1
             placement = self._handlers[ctx.kind].placement
-            if placement is not None:
-                placement.ran_on_pool(took)
+            if placement is not None and placement.ran_on_pool(took):
+                self._retune_prefetch()
             if what == "done":
                 if ctx._cancelled is not None and ctx._cancelled.is_set():
                     self._failed.append({"id": task_id, "error": "cancelled"})

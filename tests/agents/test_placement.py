@@ -9,7 +9,8 @@ import os
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from agents.placement import BAD_RUNS, MAX_RETURNS, PROMOTE_AFTER, QUICK_RUN, SLOW_ON_LOOP, WAIT_FLOOR, WINDOW, Placement
+from agents.placement import (BAD_RUNS, LOOP_PREFETCH, MAX_RETURNS, PROMOTE_AFTER, QUICK_RUN, SLOW_ON_LOOP, WAIT_FLOOR,
+                              WINDOW, Placement)
 from bus import Client
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -120,16 +121,24 @@ def placement_agent(procs):
 
 
 def test_a_quick_handler_moves_to_the_loop_a_waiting_one_moves_back_a_pinned_one_stays(placement_agent):
+    """And the agent's credit follows: deep while every kind it ran runs on the loop."""
     procs, _ = placement_agent
+
+    def prefetch(c: Client) -> int:
+        return c.status()["agents"][0]["prefetch"]
+
     with Client(procs.endpoints.frontend) as c:
+        assert prefetch(c) == 2                                   # capacity 2, nothing run yet
         first = [c.call("quick", None, timeout=10) for _ in range(PROMOTE_AFTER)]
         assert first == ["pool"] * PROMOTE_AFTER
         places = [c.call("quick", None, timeout=10) for _ in range(8 * PROMOTE_AFTER)]
         # a loaded machine may stretch a run past QUICK_RUN and restart the count
         assert "loop" in places, "a quick handler never moved to the loop"
         assert places[places.index("loop"):] == ["loop"] * (len(places) - places.index("loop"))
+        assert prefetch(c) == LOOP_PREFETCH
         assert [c.call("quick", 0.005, timeout=10) for _ in range(2)] == ["loop"] * 2  # waited 5 ms twice ...
         assert [c.call("quick", None, timeout=10) for _ in range(5)] == ["pool"] * 5    # ... so back on the pool
+        assert prefetch(c) == 2
         assert {c.call("pinned", None, timeout=10) for _ in range(3 * PROMOTE_AFTER)} == {"pool"}
         # submit() batches: the promoted handler runs many tasks of one TASK message in a row
         ids = [c.submit("quick", None) for _ in range(4 * PROMOTE_AFTER)]
