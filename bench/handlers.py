@@ -1,7 +1,8 @@
 """The agent SDK's handler paths, side by side: where a plain ``def`` handler runs.
 
-One broker with its default durable journal (fsync), one SDK agent of capacity 4
-serving ``double(x)`` three ways, all measured in this one run:
+One broker with its default durable journal (fsync), and three SDK agents of capacity
+4, each serving ``double(x)`` one way (each its own kind and process, so that each
+agent's credit follows its own handler), all measured in this one run:
 
 * ``@agent.handler("double.pool", inline=False)``: always on a worker thread (what
   every plain handler did before handlers could move to the loop): the baseline;
@@ -13,6 +14,10 @@ For each: ``Client.submit()`` one by one then ``results()`` (tasks/s), and
 ``Client.call()`` one at a time (p50/p99).  Every kind first gets 100 calls of warm-up,
 so the default handler has made its move.  The kinds take turns within each
 repetition, so drift on the machine hits all three alike; figures are medians.
+
+The floor beside them, measured in each repetition too: ``bench/bus.py``'s minimal
+Python ROUTER/ROUTER forwarder with one echo worker (no journal, no checks, no SDK),
+the same three ZeroMQ hops a ``call()`` makes.
 
     python bench/handlers.py [--tasks 10000] [--calls 1000] [--repeat 3]
 """
@@ -32,23 +37,25 @@ sys.path.insert(0, ROOT)
 from bus import Client  # noqa: E402
 from launcher.procs import ProcessGroup  # noqa: E402
 
+
+def _bench_bus():
+    """bench/bus.py, whose forwarder is the floor (by path: its name is the package's)."""
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_bus", os.path.join(ROOT, "bench", "bus.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 AGENT = """
 import sys
 from agents import Agent
-agent = Agent(sys.argv[1], name="handlers", capacity=4)
+endpoint, kind = sys.argv[1:3]
+agent = Agent(endpoint, name=kind, capacity=4)
 
-@agent.handler("double.pool", inline=False)
-def double_pool(x):
-    return 2 * x
-
-@agent.handler("double")
 def double(x):
     return 2 * x
 
-@agent.handler("double.loop", inline=True)
-def double_loop(x):
-    return 2 * x
-
+agent.add_handler(kind, double, inline={"double.pool": False, "double": None, "double.loop": True}[kind])
 agent.install_signal_handlers()
 agent.run()
 """
@@ -86,24 +93,33 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     rows: dict[str, list[tuple[float, float, float]]] = {k: [] for k in KINDS}
+    floor: list[tuple[float, float, float]] = []
+    bench_bus = _bench_bus()
     with tempfile.TemporaryDirectory(prefix="of-bh-") as tmp:
         script = os.path.join(tmp, "agent.py")
         with open(script, "w") as f:
             f.write(AGENT)
         with ProcessGroup(os.path.join(tmp, "run")) as g:
             g.broker(journal=os.path.join(tmp, "journal"))
-            g.spawn("agent", [script, g.endpoints.backend], env={"PYTHONPATH": ROOT})
-            g.wait_agents(1)
+            for kind in KINDS:
+                g.spawn(kind, [script, g.endpoints.backend, kind], env={"PYTHONPATH": ROOT})
+            g.wait_agents(len(KINDS))
             with Client(g.endpoints.frontend) as c:
                 for kind in KINDS:
                     for i in range(100):
                         c.call(kind, i, timeout=10)
-                for _ in range(args.repeat):
+                for round_ in range(args.repeat):
+                    rate, lat = bench_bus.baseline_throughput(tmp, 1, args.tasks, tag=f"h{round_}")
+                    floor.append((rate, bench_bus.pct(lat, 0.5), bench_bus.pct(lat, 0.99)))
                     for kind in KINDS:
                         rows[kind].append(measure(c, kind, args.tasks, args.calls))
     print(f"handlers: double(x); Client.submit() x{args.tasks} then results(), and Client.call() x{args.calls} "
-          f"one at a time;\njournal on (fsync, the default); 1 SDK agent x capacity 4; medians of {args.repeat}\n")
+          f"one at a time;\njournal on (fsync, the default); per row 1 SDK agent x capacity 4 (prefetch: the "
+          f"default, which follows placement); medians of {args.repeat}\n")
     print(f"{'handler':58} {'tasks/s':>8} {'vs base':>8} {'p50 us':>7} {'p99 us':>7}")
+    f_rate, f_p50, f_p99 = (statistics.median(r[i] for r in floor) for i in range(3))
+    print(f"{'floor: bench/bus.py forwarder + 1 echo worker, raw pyzmq':58} {f_rate:8.0f} {'':>8} {f_p50:7.0f} "
+          f"{f_p99:7.0f}")
     base = statistics.median(r[0] for r in rows["double.pool"])
     base_p50 = statistics.median(r[1] for r in rows["double.pool"])
     for kind, label in KINDS.items():
@@ -111,7 +127,8 @@ def main() -> None:
         p50 = statistics.median(r[1] for r in rows[kind])
         p99 = statistics.median(r[2] for r in rows[kind])
         print(f"{label:58} {rate:8.0f} {rate / base:7.2f}x {p50:7.0f} {p99:7.0f}"
-              + ("" if kind == "double.pool" else f"   p50 {p50 - base_p50:+.0f} us"))
+              + ("" if kind == "double.pool" else f"   p50 {p50 - base_p50:+.0f} us")
+              + f"   p50 {p50 / f_p50:.2f}x the floor's")
 
 
 if __name__ == "__main__":
