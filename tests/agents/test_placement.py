@@ -163,3 +163,29 @@ def test_a_handler_holding_the_loop_past_the_liveness_window_keeps_the_agent_and
         counters = c.status()["counters"]
     assert (counters["agents_lost"], counters["lease_expired"], counters["retried"]) == (0, 0, 0)
     assert proc.poll() is None
+
+
+def test_a_handler_whose_speed_swings_under_load_runs_every_task_once(placement_agent):
+    """648 tasks of one handler, mostly instant, some waiting 2-20 ms, four holding the
+    loop or a thread for 0.8 s (four liveness windows): the handler moves between loop
+    and pool, the credit deepens and shrinks with it (READY mid-flight), the watchdog
+    takes in TASKs. Every task must end done, once, with no agent lost."""
+    import random
+    procs, proc = placement_agent
+    rng = random.Random(14)
+    payloads: list = []
+    for _ in range(4):  # quick runs (to the loop, in 32, 64, 128 then never), then a burst of waits (back)
+        payloads += [None] * 140 + [0.8] + [None] * 9 + [rng.choice([None, 0.002, 0.005, 0.02]) for _ in range(12)]
+    with Client(procs.endpoints.frontend) as c:
+        ids = [c.submit("quick", p) for p in payloads]
+        outcomes = c.results(ids, timeout=45)
+        assert [o["state"] for o in outcomes] == ["done"] * len(ids), [o for o in outcomes if o["state"] != "done"][:3]
+        assert {o["result"] for o in outcomes} <= {"loop", "pool"}
+        assert "loop" in {o["result"] for o in outcomes}
+        long_runs = [o["result"] for o, p in zip(outcomes, payloads) if p == 0.8]
+        assert "loop" in long_runs, long_runs  # the watchdog had a loop to cover
+        assert {o.get("attempts", 1) for o in outcomes} == {1}
+        counters = c.status()["counters"]
+    assert (counters["agents_lost"], counters["lease_expired"], counters["retried"], counters["late_results"]) \
+        == (0, 0, 0, 0)
+    assert proc.poll() is None
