@@ -485,11 +485,15 @@ class Broker:
         specs, req = P.parse_submit(body)  # all-or-nothing: validate first
         found: dict[str, Task] = {}
         in_batch: dict[str, str] = {}  # id -> project, for ids given twice in this SUBMIT
+        tasks, recent = self.tasks, self.recent
+        journaled = self._journaled_finals([s.id for s in specs if s.id is not None and s.id not in tasks
+                                            and s.id not in recent])
         for spec in specs:  # ... and authorize first: a refused batch changes nothing
             self._check_project(who, spec.project)
             if spec.id is not None and in_batch.setdefault(spec.id, spec.project) != spec.project:
                 raise ProtocolError("bad-field", f"task id {spec.id!r} is given twice, for two projects")
-            if spec.id is not None and (existing := self._existing(spec.id, True)) is not None:
+            if spec.id is not None and (existing := tasks.get(spec.id) or recent.get(spec.id)
+                                        or journaled.get(spec.id)) is not None:
                 if existing.project != spec.project or not who.may_act_for(existing.project):
                     raise self._forbidden(f"task id {spec.id!r} is taken")
                 found[spec.id] = existing
@@ -521,15 +525,23 @@ class Broker:
     def _journaled_final(self, task_id: str) -> Task | None:
         """A task that finished before a restart (or left ``recent``): a resubmitted
         client-made id is answered from its record, never run twice (PROTOCOL 4.1)."""
-        rec = self.journal.lookup(task_id)
-        if rec is None or rec.get("state") not in State.FINAL:
-            return None
-        try:
-            task = restored_task(rec)
-        except Exception:  # noqa: BLE001 - a bad row is not a reason to run the id again
-            return None
-        self.recent[task_id] = task
-        return task
+        return self._journaled_finals([task_id]).get(task_id)
+
+    def _journaled_finals(self, ids: list[str]) -> dict[str, Task]:
+        """:meth:`_journaled_final` for a whole SUBMIT's ids, in one journal read."""
+        if not ids:
+            return {}
+        finals = {}
+        for task_id, rec in self.journal.lookup_many(ids).items():
+            if rec.get("state") not in State.FINAL:
+                continue
+            try:
+                task = restored_task(rec)
+            except Exception:  # noqa: BLE001 - a bad row is not a reason to run the id again
+                continue
+            self.recent[task_id] = task
+            finals[task_id] = task
+        return finals
 
     def _on_workflow(self, identity: bytes, body: Any, who: Principal) -> None:
         spec = P.parse_workflow(body)

@@ -34,6 +34,16 @@ class Journal(ABC):
     def lookup(self, task_id: str) -> dict[str, Any] | None:
         """The latest committed record of a task, or ``None``."""
 
+    def lookup_many(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """The latest committed records of those of ``ids`` the journal holds (one read
+        for a whole SUBMIT, where a store can do that)."""
+        found = {}
+        for task_id in ids:
+            rec = self.lookup(task_id)
+            if rec is not None:
+                found[task_id] = rec
+        return found
+
     @abstractmethod
     def compact(self, finished_before: float) -> int:
         """Drop final records finished before the cutoff; returns how many."""

@@ -32,7 +32,7 @@ import logging
 import os
 import struct
 import time
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import lmdb
 import msgpack
@@ -231,6 +231,32 @@ class TaskJournal(Journal):
         except Exception as exc:
             log.error("journal record %r unreadable (%s)", key[:64], exc)
             return None
+
+    def lookup_many(self, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """:meth:`lookup` for many ids in one read transaction: a SUBMIT of 256
+        client-made ids is checked for earlier runs with one, not 256 (4-5 µs each)."""
+        keys = []
+        for task_id in ids:
+            try:
+                key = task_id.encode()
+            except (AttributeError, UnicodeEncodeError):
+                continue
+            if 0 < len(key) <= MAX_KEY:
+                keys.append((task_id, key))
+        if not keys:
+            return {}
+
+        def get_all(txn: lmdb.Transaction) -> list[tuple[str, bytes, bytes]]:
+            get, db = txn.get, self._tasks
+            return [(task_id, key, data) for task_id, key in keys if (data := get(key, db=db)) is not None]
+
+        found = {}
+        for task_id, key, data in self._shared.read(get_all):
+            try:
+                found[task_id] = self._decode(key, data)
+            except Exception as exc:
+                log.error("journal record %r unreadable (%s)", key[:64], exc)
+        return found
 
     def compact(self, finished_before: float) -> int:
         """Drop the records of tasks finished before the cutoff; returns how many."""

@@ -178,6 +178,29 @@ def test_a_finished_client_id_is_not_run_again_after_restart(procs, run_dir):
         assert counters["submitted"] == 0 and counters["duplicates"] == 1
 
 
+def test_a_submit_batch_mixing_finished_and_new_ids_after_restart(procs, run_dir):
+    """The journal is read once for a whole SUBMIT: the finished ids in it are answered
+    from their records, the new ones run, and an id twice is one task."""
+    journal_broker(procs, run_dir)
+    procs.agent("a")
+    procs.wait_agents(1)
+    with Client(procs.endpoints.frontend, ack_timeout=5) as c:
+        for i in range(3):
+            c.submit("sys.echo", f"first {i}", task_id=f"old-{i}")
+        assert c.results([f"old-{i}" for i in range(3)], timeout=10)[2]["result"] == "first 2"
+    restart_broker(procs, run_dir)
+    procs.wait_agents(1)
+    with Client(procs.endpoints.frontend, ack_timeout=5) as c:
+        ids = ["new-0", "old-0", "new-1", "old-2", "new-0", "old-1"]
+        for task_id in ids:  # one SUBMIT: submit() batches what follows it within the linger
+            c.submit("sys.echo", f"second {task_id}", task_id=task_id)
+        outcomes = {o["id"]: o["result"] for o in c.results(list(dict.fromkeys(ids)), timeout=10)}
+        assert outcomes == {"new-0": "second new-0", "new-1": "second new-1",
+                            "old-0": "first 0", "old-1": "first 1", "old-2": "first 2"}
+        counters = c.status()["counters"]
+        assert counters["submitted"] == 2 and counters["duplicates"] == 4
+
+
 def test_call_resubmits_what_a_restarted_broker_never_journaled(procs):
     """A broker without a journal forgets everything; call() sends the task again."""
     import threading

@@ -9,6 +9,7 @@ import time
 import msgpack
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from bus import Client
 from bus.protocol import State
@@ -39,6 +40,21 @@ def test_group_commit_replay_lookup(journal):
     records = {r["id"]: r for r in journal.replay()}
     assert len(records) == 100 and records["t5"]["state"] == State.DONE
     assert journal.lookup("t1")["payload"] == [1, "x"]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(st.text(max_size=3), st.text(alphabet="\U0001f600", min_size=127, max_size=129),
+                          st.sampled_from(["t1", "t7", "gone", ""]), st.integers(), st.none(), st.binary(max_size=4)),
+                max_size=20))
+def test_lookup_many_answers_as_lookup_does_for_any_ids(journal, ids):
+    """127 four-byte characters are 508 bytes, 128 are 512: one past LMDB's key limit."""
+    if journal.lookup("t1") is None:
+        for i in range(10):
+            journal.write(rec(f"t{i}"))
+        journal.write(rec("\U0001f600" * 127))
+        journal.commit()
+    expected = {i: journal.lookup(i) for i in ids if isinstance(i, str) and journal.lookup(i) is not None}
+    assert journal.lookup_many(ids) == expected
 
 
 def test_compaction_drops_only_old_finished_records(journal):
