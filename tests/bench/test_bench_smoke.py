@@ -52,3 +52,14 @@ def test_handlers_bench_runs_with_a_tiny_workload():
     for row in rows:  # tasks/s, ratio, p50, p99: all measured
         figures = row.split(":", 1)[1].split()[-4:] if "p50 " not in row else row.split("   p50 ")[0].split()[-4:]
         assert float(figures[0]) > 0 and float(figures[2]) > 0 and float(figures[3]) >= float(figures[2]), row
+
+
+def test_call_path_bench_runs_with_a_tiny_workload():
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "bench", "call_path.py"), "--calls", "20", "--repeat", "1"],
+                          capture_output=True, text=True, timeout=280, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    figures = {line.rsplit(None, 1)[0].strip(): line for line in done.stdout.splitlines()}
+    floor = next(line for line in done.stdout.splitlines() if line.startswith("floor:"))
+    call = next(line for line in done.stdout.splitlines() if line.startswith("Client.call() -> broker"))
+    assert float(floor.split()[-1]) > 0 and float(call.split()[-1]) > 0, done.stdout
+    assert "x the floor)" in done.stdout and len(figures) > 8, done.stdout
