@@ -189,3 +189,38 @@ def test_a_handler_whose_speed_swings_under_load_runs_every_task_once(placement_
     assert (counters["agents_lost"], counters["lease_expired"], counters["retried"], counters["late_results"]) \
         == (0, 0, 0, 0)
     assert proc.poll() is None
+
+
+def test_kill_9_of_an_agent_holding_a_deep_credit_loses_no_task(procs, run_dir):
+    """Two agents at the deep credit (64 beyond capacity) under a stream of tasks; one is
+    killed -9 at a random moment. Everything it held runs again elsewhere: every
+    acknowledged task ends done, none is lost."""
+    import random
+    import signal
+    import time
+    procs.broker(heartbeat=0.2, journal=os.path.join(run_dir, "journal"))
+    agents = [procs.spawn(f"p{i}", [os.path.join(HERE, "placement_agent.py"), procs.endpoints.backend, "0.2"])
+              for i in range(2)]
+    procs.wait_agents(2)
+    with Client(procs.endpoints.frontend) as c:
+        for _ in range(20):  # until both have moved the handler to the loop (a slow run restarts a streak)
+            c.results([c.submit("quick", None) for _ in range(100)], timeout=20)
+            if {a["prefetch"] for a in c.status()["agents"]} == {LOOP_PREFETCH}:
+                break
+        assert {a["prefetch"] for a in c.status()["agents"]} == {LOOP_PREFETCH}
+        warmed = c.status()["counters"]["done"]
+        ids = []
+        kill_at = random.Random(9).randrange(500, 2500)
+        for i in range(3000):
+            ids.append(c.submit("quick", None))
+            if i == kill_at:
+                c.flush()
+                time.sleep(0.005)
+                os.kill(agents[0].pid, signal.SIGKILL)
+        c.flush()  # every one acknowledged: journaled
+        outcomes = c.results(ids, timeout=60)
+        assert [o["state"] for o in outcomes] == ["done"] * len(ids)
+        counters = c.status()["counters"]
+    assert counters["agents_lost"] == 1 and counters["done"] == warmed + len(ids)
+    assert counters["retried"] > 0  # the kill caught it holding tasks, which ran again elsewhere
+    agents[0].wait(5)
