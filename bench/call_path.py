@@ -19,7 +19,6 @@ measured against its stand-in in the floor, by swapping that one part, in this r
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import statistics
 import sys
@@ -35,19 +34,7 @@ from bus import Client  # noqa: E402
 from bus import protocol as P  # noqa: E402
 from bus.protocol import Command  # noqa: E402
 from launcher.procs import ProcessGroup  # noqa: E402
-
-AGENT = """
-import sys
-from agents import Agent
-agent = Agent(sys.argv[1], name="double", capacity=4)
-
-@agent.handler("double")
-def double(x):
-    return 2 * x
-
-agent.install_signal_handlers()
-agent.run()
-"""
+from handlers import AGENT, bench_bus  # noqa: E402  bench/handlers.py: its agent (kind "double": the default placement)
 
 STUB_BROKER = """
 import sys, zmq, msgpack
@@ -71,14 +58,6 @@ s.send(b"hello")  # as bench/bus.py's echo worker: tells the router who it is
 while True:
     s.send_multipart(s.recv_multipart())
 """
-
-
-def _bench_bus():
-    """bench/bus.py, whose forwarder is the floor (by path: its name is the package's)."""
-    spec = importlib.util.spec_from_file_location("bench_bus", os.path.join(ROOT, "bench", "bus.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def p50(samples: list[float]) -> float:
@@ -138,7 +117,7 @@ def agent_parts(g: ProcessGroup, tmp: str, calls: int) -> tuple[float, float]:
         router.linger = 0
         endpoint = f"ipc://{g.run_dir}/{name}-backend"
         router.bind(endpoint)
-        g.spawn(f"{name}-agent", [script(tmp, f"{name}.py", text), endpoint], env={"PYTHONPATH": ROOT})
+        g.spawn(f"{name}-agent", [script(tmp, f"{name}.py", text), endpoint, "double"], env={"PYTHONPATH": ROOT})
         identity = router.recv_multipart()[0]  # the SDK agent's READY, the echo worker's hello
 
         def one(i: int, identity=identity) -> None:
@@ -162,7 +141,7 @@ def main() -> None:
     ap.add_argument("--calls", type=int, default=2000)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    bench_bus = _bench_bus()
+    floor_bench = bench_bus()
     rows: dict[str, list[float]] = {k: [] for k in ("client_raw", "client_sdk", "echo", "agent", "floor", "call")}
     with tempfile.TemporaryDirectory(prefix="of-cp-") as tmp:
         for round_ in range(args.repeat):
@@ -173,11 +152,12 @@ def main() -> None:
                 echo, agent = agent_parts(g, tmp, args.calls)
                 rows["echo"].append(echo)
                 rows["agent"].append(agent)
-            _, lat = bench_bus.baseline_throughput(tmp, 1, 1000, tag=f"cp{round_}")
+            _, lat = floor_bench.baseline_throughput(tmp, 1, 1000, tag=f"cp{round_}")
             rows["floor"].append(p50(lat))
             with ProcessGroup(os.path.join(tmp, f"real{round_}")) as g:
                 g.broker(journal=os.path.join(tmp, f"journal{round_}"))
-                g.spawn("agent", [script(tmp, "agent.py", AGENT), g.endpoints.backend], env={"PYTHONPATH": ROOT})
+                g.spawn("agent", [script(tmp, "agent.py", AGENT), g.endpoints.backend, "double"],
+                        env={"PYTHONPATH": ROOT})
                 g.wait_agents(1)
                 with Client(g.endpoints.frontend) as c:
                     for i in range(200):

@@ -38,7 +38,7 @@ from bus import Client  # noqa: E402
 from launcher.procs import ProcessGroup  # noqa: E402
 
 
-def _bench_bus():
+def bench_bus():
     """bench/bus.py, whose forwarder is the floor (by path: its name is the package's)."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("bench_bus", os.path.join(ROOT, "bench", "bus.py"))
@@ -94,7 +94,7 @@ def main() -> None:
     args = ap.parse_args()
     rows: dict[str, list[tuple[float, float, float]]] = {k: [] for k in KINDS}
     floor: list[tuple[float, float, float]] = []
-    bench_bus = _bench_bus()
+    floor_bench = bench_bus()
     with tempfile.TemporaryDirectory(prefix="of-bh-") as tmp:
         script = os.path.join(tmp, "agent.py")
         with open(script, "w") as f:
@@ -109,8 +109,8 @@ def main() -> None:
                     for i in range(100):
                         c.call(kind, i, timeout=10)
                 for round_ in range(args.repeat):
-                    rate, lat = bench_bus.baseline_throughput(tmp, 1, args.tasks, tag=f"h{round_}")
-                    floor.append((rate, bench_bus.pct(lat, 0.5), bench_bus.pct(lat, 0.99)))
+                    rate, lat = floor_bench.baseline_throughput(tmp, 1, args.tasks, tag=f"h{round_}")
+                    floor.append((rate, floor_bench.pct(lat, 0.5), floor_bench.pct(lat, 0.99)))
                     for kind in KINDS:
                         rows[kind].append(measure(c, kind, args.tasks, args.calls))
     print(f"handlers: double(x); Client.submit() x{args.tasks} then results(), and Client.call() x{args.calls} "

@@ -5,6 +5,9 @@ the watchdog that heartbeats while a handler holds the loop."""
 from __future__ import annotations
 
 import os
+import random
+import signal
+import time
 
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -153,7 +156,6 @@ def test_a_handler_holding_the_loop_past_the_liveness_window_keeps_the_agent_and
     with Client(procs.endpoints.frontend) as c:
         blocked = c.submit("block", 2.0)
         c.flush()
-        import time
         time.sleep(0.3)                           # the loop is inside block() now
         during = c.submit("pinned", None)         # the second slot: a TASK the loop cannot read yet
         outcomes = c.results([blocked, during], timeout=20)
@@ -170,7 +172,6 @@ def test_a_handler_whose_speed_swings_under_load_runs_every_task_once(placement_
     loop or a thread for 0.8 s (four liveness windows): the handler moves between loop
     and pool, the credit deepens and shrinks with it (READY mid-flight), the watchdog
     takes in TASKs. Every task must end done, once, with no agent lost."""
-    import random
     procs, proc = placement_agent
     rng = random.Random(14)
     payloads: list = []
@@ -195,9 +196,6 @@ def test_kill_9_of_an_agent_holding_a_deep_credit_loses_no_task(procs, run_dir):
     """Two agents at the deep credit (64 beyond capacity) under a stream of tasks; one is
     killed -9 at a random moment. Everything it held runs again elsewhere: every
     acknowledged task ends done, none is lost."""
-    import random
-    import signal
-    import time
     procs.broker(heartbeat=0.2, journal=os.path.join(run_dir, "journal"))
     agents = [procs.spawn(f"p{i}", [os.path.join(HERE, "placement_agent.py"), procs.endpoints.backend, "0.2"])
               for i in range(2)]
