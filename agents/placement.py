@@ -12,9 +12,9 @@ loop by being quick, and loses it by being slow or by waiting:
   that each took at most ``QUICK_RUN``;
 * on the loop, a run is slow if it took over ``SLOW_ON_LOOP``, or over ``WAIT_FLOOR``
   with less than half of it on the CPU (it waited for something a thread could have
-  overlapped).  ``BAD_RUNS`` slow runs within ``WINDOW`` runs send it back to the
-  pool; one alone does not, since a loaded machine preempts the loop now and then,
-  and a preempted run looks exactly like a waiting one;
+  overlapped).  A second slow run within ``WINDOW`` runs of the last one sends it
+  back to the pool; one alone does not, since a loaded machine preempts the loop now
+  and then, and a preempted run looks exactly like a waiting one;
 * each return doubles the streak it needs to come back, and after ``MAX_RETURNS``
   it stays on the pool: a handler whose speed swings does not flap.
 
@@ -42,7 +42,7 @@ QUICK_RUN = 250e-6     # seconds; a pool run this short counts toward the loop
 PROMOTE_AFTER = 32     # runs in a row
 SLOW_ON_LOOP = 1e-3    # seconds; a loop run longer than this goes back to the pool
 WAIT_FLOOR = 50e-6     # seconds; below this, waiting is cheaper than a thread hop
-BAD_RUNS, WINDOW = 2, 16
+WINDOW = 16            # runs; two slow ones this close send a handler back to the pool
 MAX_RETURNS = 4
 LOOP_PREFETCH = 64     # tasks held beyond capacity by an agent whose kinds all run on the loop
 
@@ -50,7 +50,7 @@ LOOP_PREFETCH = 64     # tasks held beyond capacity by an agent whose kinds all 
 class Placement:
     """The running record of one adaptive handler; touched by the loop thread only."""
 
-    __slots__ = ("kind", "on_loop", "_streak", "_needed", "_returns", "_runs", "_bad")
+    __slots__ = ("kind", "on_loop", "_streak", "_needed", "_returns", "_since_slow")
 
     def __init__(self, kind: str) -> None:
         self.kind = kind
@@ -58,8 +58,7 @@ class Placement:
         self._streak = 0
         self._needed = PROMOTE_AFTER
         self._returns = 0
-        self._runs = 0  # loop runs in the current window
-        self._bad = 0   # ... and how many of them were slow
+        self._since_slow = WINDOW  # loop runs since the last slow one (WINDOW: none that counts)
 
     def ran_on_pool(self, took: float) -> bool:
         """Count a run on the pool; True if the handler now moves to the loop."""
@@ -80,18 +79,16 @@ class Placement:
     def ran_on_loop(self, took: float, cpu: float) -> bool:
         """Count a run on the loop (``cpu``: its thread CPU time, only looked at past
         WAIT_FLOOR); True if the handler now goes back to the pool."""
-        self._runs += 1
-        if took > SLOW_ON_LOOP or (took > WAIT_FLOOR and cpu < took / 2):
-            self._bad += 1
-            if self._bad >= BAD_RUNS:
-                self.on_loop = False
-                self._runs = self._bad = 0
-                self._returns += 1
-                self._needed *= 2
-                log.info("handler for %r back on the thread pool: %d of its last %d runs on the loop were slow or "
-                         "waited (the last: %.0f µs)%s", self.kind, BAD_RUNS, WINDOW, took * 1e6,
-                         "" if self._returns < MAX_RETURNS else "; for good")
-                return True
-        if self._runs >= WINDOW:
-            self._runs = self._bad = 0
-        return False
+        if took <= SLOW_ON_LOOP and (took <= WAIT_FLOOR or cpu >= took / 2):
+            self._since_slow += 1
+            return False
+        if self._since_slow >= WINDOW:  # the first slow run in a while: a preemption, maybe
+            self._since_slow = 0
+            return False
+        self.on_loop = False
+        self._since_slow = WINDOW
+        self._returns += 1
+        self._needed *= 2
+        log.info("handler for %r back on the thread pool: two of its runs on the loop within %d were slow or waited "
+                 "(the last: %.0f µs)%s", self.kind, WINDOW, took * 1e6, "" if self._returns < MAX_RETURNS else "; for good")
+        return True

@@ -12,8 +12,8 @@ import time
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from agents.placement import (BAD_RUNS, LOOP_PREFETCH, MAX_RETURNS, PROMOTE_AFTER, QUICK_RUN, SLOW_ON_LOOP, WAIT_FLOOR,
-                              WINDOW, Placement)
+from agents.placement import (LOOP_PREFETCH, MAX_RETURNS, PROMOTE_AFTER, QUICK_RUN, SLOW_ON_LOOP, WAIT_FLOOR, WINDOW,
+                              Placement)
 from bus import Client
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -45,7 +45,6 @@ def _promoted() -> Placement:
 
 
 def test_slow_or_waiting_runs_send_it_back_and_the_way_back_gets_longer():
-    assert BAD_RUNS == 2
     p = _promoted()
     for _ in range(3 * WINDOW):
         p.ran_on_loop(SLOW_ON_LOOP / 2, SLOW_ON_LOOP / 2)  # busy on the CPU and under the limit: stays
@@ -53,11 +52,13 @@ def test_slow_or_waiting_runs_send_it_back_and_the_way_back_gets_longer():
     assert p.on_loop
     p.ran_on_loop(WAIT_FLOOR * 4, WAIT_FLOOR)               # waited through most of its run ...
     assert p.on_loop                                        # ... once: a preemption looks the same
+    for _ in range(WINDOW):
+        p.ran_on_loop(0.0, 0.0)
+    p.ran_on_loop(WAIT_FLOOR * 4, WAIT_FLOOR)               # once again, WINDOW runs later: still once
+    assert p.on_loop
     for _ in range(WINDOW - 1):
         p.ran_on_loop(0.0, 0.0)
-    p.ran_on_loop(WAIT_FLOOR * 4, WAIT_FLOOR)               # once again, in another window: still once
-    assert p.on_loop
-    p.ran_on_loop(WAIT_FLOOR * 4, WAIT_FLOOR)               # twice within a window: back
+    p.ran_on_loop(WAIT_FLOOR * 4, WAIT_FLOOR)               # twice within WINDOW runs: back
     assert not p.on_loop
     for _ in range(PROMOTE_AFTER):
         p.ran_on_pool(0.0)
@@ -87,22 +88,22 @@ def test_a_handler_that_keeps_swinging_stays_on_the_pool():
 @given(st.lists(st.tuples(st.floats(0, 0.01, allow_nan=False), st.floats(0, 0.01, allow_nan=False)), max_size=400))
 def test_any_run_history_keeps_the_policy_s_promises(runs):
     """Whatever the durations: the loop only after a full streak of quick pool runs;
-    leaving it at the second slow or waiting run of a window, never before; at most
-    MAX_RETURNS moves back."""
+    leaving it exactly when a slow or waiting run comes within WINDOW runs of the last
+    one; at most MAX_RETURNS moves back."""
     p = Placement("k")
-    streak, returns, window = 0, 0, []
+    streak, returns, loop_runs = 0, 0, []  # loop_runs: slow or not, since the handler last moved to the loop
     for took, cpu in runs:
         if p.on_loop:
             p.ran_on_loop(took, cpu)
-            window.append(took > SLOW_ON_LOOP or (took > WAIT_FLOOR and cpu < took / 2))
-            if sum(window) == BAD_RUNS:
+            slow = took > SLOW_ON_LOOP or (took > WAIT_FLOOR and cpu < took / 2)
+            previous = [i for i, s in enumerate(loop_runs) if s]
+            loop_runs.append(slow)
+            if slow and previous and len(loop_runs) - 1 - previous[-1] <= WINDOW:
                 assert not p.on_loop
                 returns += 1
-                window = []
+                loop_runs = []
             else:
                 assert p.on_loop
-                if len(window) == WINDOW:
-                    window = []
         else:
             p.ran_on_pool(took)
             streak = streak + 1 if took <= QUICK_RUN else 0
