@@ -16,7 +16,12 @@ loop by being quick, and loses it by being slow or by waiting:
   back to the pool; one alone does not, since a loaded machine preempts the loop now
   and then, and a preempted run looks exactly like a waiting one;
 * each return doubles the streak it needs to come back, and after ``MAX_RETURNS``
-  it stays on the pool: a handler whose speed swings does not flap.
+  it stays on the pool: a handler whose speed swings does not flap;
+* a handler that raises on the loop (any exception but TaskError, Retry and
+  TaskCancelled, which are outcomes it chose) goes back for good, and that task runs
+  again on the pool, once.  A handler bound to its thread, say a sqlite3 connection
+  made on the one worker of a capacity-1 agent, fails on the loop; this way it keeps
+  working, at the price of one extra run of a task that was failing anyway.
 
 An agent whose every kind (of those it has run) runs on the loop asks the broker for a
 deeper credit, ``LOOP_PREFETCH`` tasks beyond its capacity (``Agent(prefetch=None)``,
@@ -36,7 +41,10 @@ from __future__ import annotations
 
 import logging
 
+from .errors import Retry, TaskCancelled, TaskError
+
 log = logging.getLogger("orchflow.agent")
+_DELIBERATE = (TaskError, Retry, TaskCancelled)  # outcomes a handler chooses, wherever it runs
 
 QUICK_RUN = 250e-6     # seconds; a pool run this short counts toward the loop
 PROMOTE_AFTER = 32     # runs in a row
@@ -91,4 +99,15 @@ class Placement:
         self._needed *= 2
         log.info("handler for %r back on the thread pool: two of its runs on the loop within %d were slow or waited "
                  "(the last: %.0f µs)%s", self.kind, WINDOW, took * 1e6, "" if self._returns < MAX_RETURNS else "; for good")
+        return True
+
+    def raised_on_loop(self, error: BaseException) -> bool:
+        """True if the handler, having raised ``error`` on the loop, now goes back to
+        the pool for good (its task to run again there); False for a deliberate outcome."""
+        if isinstance(error, _DELIBERATE) or not isinstance(error, Exception):
+            return False
+        self.on_loop = False
+        self._returns = MAX_RETURNS
+        log.warning("handler for %r back on the thread pool for good: on the loop it raised %s (bound to its "
+                    "thread?); the task runs again on a worker", self.kind, type(error).__name__)
         return True

@@ -397,15 +397,19 @@ class Agent:
         args = (ctx.payload, ctx) if reg.wants_ctx else (ctx.payload,)
         if reg.on_loop():
             self._run_on_loop(reg, args, ctx)
-            return
+        else:
+            self._run_off_loop(reg, args, ctx)
+
+    def _run_off_loop(self, reg: _Registration, args: tuple, ctx: TaskContext) -> None:
+        ctx._report = self._report
         ctx._cancelled = threading.Event()  # before any thread sees ctx: no creation race
-        self._running[task_id] = ctx
+        self._running[ctx.id] = ctx
         if reg.is_async:
             import asyncio
             fut = asyncio.run_coroutine_threadsafe(self._run_async(reg, args, ctx), self._aloop)
         else:
             fut = self._pool.submit(self._run_sync, reg, args, ctx)
-        self._futures[task_id] = fut
+        self._futures[ctx.id] = fut
 
     def _run_on_loop(self, reg: _Registration, args: tuple, ctx: TaskContext) -> None:
         ctx._report = self._report_inline
@@ -413,16 +417,22 @@ class Agent:
         cpu = time.thread_time() if placement is not None else 0.0
         watchdog = self._watchdog
         started = watchdog.leave()
+        error: BaseException | None = None
         try:
-            entry = {"id": ctx.id, "result": reg.fn(*args)}
+            result = reg.fn(*args)
         except BaseException as exc:  # noqa: BLE001 - a handler bug must not kill the agent
-            entry = self._failure(ctx.id, exc)
-            self._failed.append(entry)
-        else:
-            self._done.append(entry)
+            error = exc
         finally:
             took = watchdog.back() - started
+        if error is not None and placement is not None and placement.raised_on_loop(error):
+            self._run_off_loop(reg, args, ctx)  # where it ran before the move, which may be why it raised
+            self._retune_prefetch()
+            return
         self.completed += 1
+        if error is None:
+            self._done.append({"id": ctx.id, "result": result})
+        else:
+            self._failed.append(self._failure(ctx.id, error))
         if placement is not None and placement.ran_on_loop(took, time.thread_time() - cpu if took > WAIT_FLOOR else took):
             self._retune_prefetch()
 

@@ -24,6 +24,14 @@ def quick(payload):
     return where()
 
 
+@agent.handler("affine")
+def affine(payload):
+    """Works on a worker thread only, as a sqlite3 connection made on one would."""
+    if threading.current_thread() is threading.main_thread():
+        raise RuntimeError("objects created in a thread can only be used in that same thread")
+    return where()
+
+
 @agent.handler("pinned", inline=False)
 def pinned(payload):
     return where()

@@ -113,6 +113,19 @@ def test_any_run_history_keeps_the_policy_s_promises(runs):
     assert returns <= MAX_RETURNS
 
 
+def test_an_unexpected_exception_on_the_loop_sends_the_handler_back_for_good():
+    from agents.errors import Retry, TaskError
+    p = _promoted()
+    assert not p.raised_on_loop(TaskError("a failure the handler chose"))
+    assert not p.raised_on_loop(Retry("later"))
+    assert p.on_loop
+    assert p.raised_on_loop(RuntimeError("bound to its thread"))
+    assert not p.on_loop
+    for _ in range(PROMOTE_AFTER << (MAX_RETURNS + 2)):
+        p.ran_on_pool(0.0)
+    assert not p.on_loop
+
+
 # ------------------------------------------------------------------ a real agent
 
 
@@ -147,6 +160,19 @@ def test_a_quick_handler_moves_to_the_loop_a_waiting_one_moves_back_a_pinned_one
         # submit() batches: the promoted handler runs many tasks of one TASK message in a row
         ids = [c.submit("quick", None) for _ in range(4 * PROMOTE_AFTER)]
         assert {o["state"] for o in c.results(ids, timeout=20)} == {"done"}
+
+
+def test_a_handler_bound_to_its_worker_thread_keeps_working(placement_agent):
+    """Moved to the loop, it raises there; that task runs again on a worker, and the
+    handler stays on the workers: no task fails."""
+    procs, _ = placement_agent
+    with Client(procs.endpoints.frontend) as c:
+        results = [c.call("affine", None, timeout=10) for _ in range(8 * PROMOTE_AFTER)]
+        assert results == ["pool"] * len(results)
+        counters = c.status()["counters"]
+    assert (counters["failed"], counters["retried"]) == (0, 0)
+    with open(os.path.join(procs.log_dir, "placement.log")) as log:  # it did move, and came back
+        assert "for 'affine' back on the thread pool for good: on the loop it raised RuntimeError" in log.read()
 
 
 def test_a_handler_holding_the_loop_past_the_liveness_window_keeps_the_agent_and_its_tasks(placement_agent):
