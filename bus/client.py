@@ -308,13 +308,12 @@ class Client:
                     self._linger_thread.start()
                 self._linger.set()
         self._remember([entry])
-        if ack:
-            unacked = self._unacked
-            unacked[task_id] = entry
-            if len(unacked) % DRAIN_EVERY == 0:
-                self._drain_replies()
-                if len(unacked) >= MAX_UNACKED:  # backpressure: wait until half are in
-                    self._await_acks(list(itertools.islice(unacked, MAX_UNACKED // 2)), None)
+        unacked = self._unacked
+        unacked[task_id] = entry
+        if len(unacked) % DRAIN_EVERY == 0:
+            self._drain_replies()
+            if len(unacked) >= MAX_UNACKED:  # backpressure: wait until half are in
+                self._await_acks(list(itertools.islice(unacked, MAX_UNACKED // 2)), None)
         return task_id
 
     def submit(self, kind: str, payload: Any = None, **opts: Any) -> str:

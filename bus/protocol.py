@@ -169,16 +169,6 @@ def error_body(code: str, text: str, ids: list[str] | None = None, ref: str | No
 
 # ---------------------------------------------------------------------------
 # socket I/O
-
-
-def quick_reconnect(sock: zmq.Socket) -> None:
-    """Retry a connect after 10 ms, backing off to 2 s, rather than libzmq's flat 100 ms:
-    an agent or client started alongside its broker (the whole swarm starts at once)
-    is connected as soon as the broker binds, not up to 100 ms later, and a broker
-    that stays away is not hammered."""
-    sock.reconnect_ivl = 10
-    sock.reconnect_ivl_max = 2000
-
 #
 # pyzmq's send_multipart/recv_multipart go through Python wrappers and enum flag
 # arithmetic on every frame (about 5 us per message).  Calling the Cython backend
@@ -189,6 +179,15 @@ _raw_send = _BackendSocket.send
 _raw_recv = _BackendSocket.recv
 _SNDMORE = int(zmq.SNDMORE)
 _NOBLOCK = int(zmq.NOBLOCK)
+
+
+def quick_reconnect(sock: zmq.Socket) -> None:
+    """Retry a connect after 10 ms, backing off to 2 s, rather than libzmq's flat 100 ms:
+    an agent or client started alongside its broker (the whole swarm starts at once)
+    is connected as soon as the broker binds, not up to 100 ms later, and a broker
+    that stays away is not hammered."""
+    sock.reconnect_ivl = 10
+    sock.reconnect_ivl_max = 2000
 
 
 def send(sock: zmq.Socket, frames: list[bytes], block: bool = False) -> None:
